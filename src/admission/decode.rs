@@ -1,0 +1,141 @@
+//! Request bytes to the few fields decisions read: [`decode_review`]. `managedFields`,
+//! labels and everything else the decisions ignore are skipped, not materialized.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The only AdmissionReview version this webhook speaks.
+pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Why a body is not a usable AdmissionReview.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("body is not a valid admission.k8s.io/v1 AdmissionReview: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Another `apiVersion` or `kind`.
+    #[error(
+        "body is a {kind} of {api_version:?}; expected kind AdmissionReview of apiVersion admission.k8s.io/v1"
+    )]
+    WrongType {
+        /// The `kind` sent.
+        kind: String,
+        /// The `apiVersion` sent.
+        api_version: String,
+    },
+    /// No `request`.
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+    /// An empty `request.uid`.
+    #[error("AdmissionReview request has no uid")]
+    NoUid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<Request>,
+}
+
+/// The decoded `request` of an AdmissionReview.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    /// Echoed in the response.
+    pub uid: String,
+    /// Kind of the object under review.
+    pub kind: GroupVersionKind,
+    /// CREATE, UPDATE, DELETE or CONNECT.
+    pub operation: String,
+    /// Object name; empty when the client asked for `generateName`.
+    #[serde(default)]
+    pub name: String,
+    /// Namespace of the object.
+    #[serde(default)]
+    pub namespace: String,
+    /// The object as it would be stored.
+    #[serde(default)]
+    pub object: Option<ObjectView>,
+    /// The object as stored before an UPDATE.
+    #[serde(default)]
+    pub old_object: Option<ObjectView>,
+    /// Server-side dry run: decide, but change no state.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// Group, version and kind of the object under review.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct GroupVersionKind {
+    /// API group, empty for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// API version.
+    #[serde(default)]
+    pub version: String,
+    /// Kind.
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// The parts of an object decisions read, kept loose: `/mutate` sees objects before the
+/// API server enforces the CRD schema, so every spec field may hold any JSON value.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ObjectView {
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: MetaView,
+    /// `spec`, any JSON value.
+    #[serde(default)]
+    pub spec: Option<Value>,
+    /// `status`, any JSON value.
+    #[serde(default)]
+    pub status: Option<Value>,
+}
+
+/// The metadata fields decisions read.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaView {
+    /// Name; empty for `generateName` creates.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Prefix for a server-generated name.
+    #[serde(default)]
+    pub generate_name: Option<String>,
+    /// Namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Annotations; `None` when the object has none.
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Request {
+    /// Whether the request is a dry run.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(false)
+    }
+}
+
+/// Decodes an AdmissionReview body.
+pub fn decode_review(body: &[u8]) -> Result<Request, DecodeError> {
+    let review: ReviewIn = serde_json::from_slice(body)?;
+    if review.kind != "AdmissionReview" || review.api_version != REVIEW_API_VERSION {
+        return Err(DecodeError::WrongType {
+            kind: review.kind,
+            api_version: review.api_version,
+        });
+    }
+    let request = review.request.ok_or(DecodeError::NoRequest)?;
+    if request.uid.is_empty() {
+        return Err(DecodeError::NoUid);
+    }
+    Ok(request)
+}

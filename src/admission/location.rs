@@ -1,0 +1,329 @@
+//! Flink-aware savepoint location parsing and normalization: [`Location::parse`].
+//!
+//! Two spellings of one physical location normalize to the same string: the scheme is
+//! case-folded, `s3a` and `s3p` are `s3`, duplicate and trailing slashes are dropped, a
+//! trailing `/_metadata` file name is dropped, and `file:/p`, `file:///p` and
+//! `file://localhost/p` are one location. Anything that could make two different paths
+//! compare equal (`.` or `..` segments, queries, fragments) is refused instead.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Default accepted schemes: the file systems Flink ships with.
+pub const DEFAULT_SCHEMES: &[&str] = &[
+    "s3", "s3a", "s3p", "gs", "hdfs", "viewfs", "wasb", "wasbs", "abfs", "abfss", "oss", "file",
+];
+/// Default maximum length of a location, in bytes.
+pub const DEFAULT_MAX_LEN: usize = 1024;
+
+/// Which locations are acceptable.
+#[derive(Clone, Debug)]
+pub struct LocationRules {
+    /// Accepted schemes, lower case, before aliasing (`s3a` is listed on its own).
+    pub schemes: BTreeSet<String>,
+    /// Maximum length in bytes.
+    pub max_len: usize,
+}
+
+impl Default for LocationRules {
+    fn default() -> Self {
+        Self {
+            schemes: DEFAULT_SCHEMES.iter().map(|s| s.to_string()).collect(),
+            max_len: DEFAULT_MAX_LEN,
+        }
+    }
+}
+
+/// A parsed, normalized location.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    scheme: String,
+    authority: String,
+    path: String,
+}
+
+/// Why a string is not an acceptable location; the text is what follows the field path.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LocationError {
+    /// Empty string.
+    #[error("must not be empty")]
+    Empty,
+    /// Longer than the configured maximum.
+    #[error("is {len} bytes long; at most {max} are accepted")]
+    TooLong {
+        /// Actual length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// No `scheme:` prefix.
+    #[error(
+        "is not an absolute URI; expected SCHEME://BUCKET/PATH, e.g. s3://bucket/savepoints/savepoint-1a2b3c-0123456789ab"
+    )]
+    NotAbsolute,
+    /// Scheme not in the accepted set.
+    #[error("has scheme {scheme:?}, which is not accepted; accepted schemes: {accepted}")]
+    UnsupportedScheme {
+        /// The scheme as written.
+        scheme: String,
+        /// The accepted schemes, comma separated.
+        accepted: String,
+    },
+    /// Whitespace or control characters.
+    #[error("contains whitespace or control characters")]
+    BadCharacter,
+    /// A query or fragment.
+    #[error("contains '?' or '#'; a location is a plain path")]
+    QueryOrFragment,
+    /// `.` or `..` segments.
+    #[error("contains a '.' or '..' path segment; write the path without them")]
+    DotSegment,
+    /// A scheme that needs a bucket or host has none.
+    #[error("names no bucket or host; expected {scheme}://BUCKET/PATH")]
+    MissingAuthority {
+        /// The scheme as written.
+        scheme: String,
+    },
+    /// A `file` location naming another host.
+    #[error("names host {host:?}; file locations must be local (file:/path or file:///path)")]
+    RemoteFile {
+        /// The host as written.
+        host: String,
+    },
+    /// No path at all.
+    #[error("has no path")]
+    MissingPath,
+}
+
+impl Location {
+    /// Parses and normalizes `raw` under `rules`.
+    pub fn parse(raw: &str, rules: &LocationRules) -> Result<Self, LocationError> {
+        if raw.is_empty() {
+            return Err(LocationError::Empty);
+        }
+        if raw.len() > rules.max_len {
+            return Err(LocationError::TooLong {
+                len: raw.len(),
+                max: rules.max_len,
+            });
+        }
+        let (scheme_raw, rest) = raw.split_once(':').ok_or(LocationError::NotAbsolute)?;
+        let scheme_ok = scheme_raw
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme_raw
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if !scheme_ok {
+            return Err(LocationError::NotAbsolute);
+        }
+        let lower = scheme_raw.to_ascii_lowercase();
+        if !rules.schemes.contains(&lower) {
+            return Err(LocationError::UnsupportedScheme {
+                scheme: scheme_raw.to_string(),
+                accepted: rules
+                    .schemes
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(LocationError::BadCharacter);
+        }
+        if raw.contains(['?', '#']) {
+            return Err(LocationError::QueryOrFragment);
+        }
+        let scheme = match lower.as_str() {
+            "s3a" | "s3p" => "s3".to_string(),
+            _ => lower,
+        };
+        let (authority, path) = match rest.strip_prefix("//") {
+            Some(after) => match after.find('/') {
+                Some(slash) => (&after[..slash], &after[slash..]),
+                None => (after, ""),
+            },
+            None => ("", rest),
+        };
+        let authority = if scheme == "file" {
+            if !(authority.is_empty() || authority.eq_ignore_ascii_case("localhost")) {
+                return Err(LocationError::RemoteFile {
+                    host: authority.to_string(),
+                });
+            }
+            ""
+        } else {
+            authority
+        };
+        if authority.is_empty() && !matches!(scheme.as_str(), "file" | "hdfs" | "viewfs") {
+            return Err(LocationError::MissingAuthority {
+                scheme: scheme_raw.to_string(),
+            });
+        }
+        let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if segments.iter().any(|s| *s == "." || *s == "..") {
+            return Err(LocationError::DotSegment);
+        }
+        if segments.last() == Some(&"_metadata") {
+            segments.pop();
+        }
+        if authority.is_empty() && segments.is_empty() {
+            return Err(LocationError::MissingPath);
+        }
+        let mut normalized_path = String::with_capacity(path.len());
+        for segment in segments {
+            normalized_path.push('/');
+            normalized_path.push_str(segment);
+        }
+        Ok(Self {
+            scheme,
+            authority: authority.to_string(),
+            path: normalized_path,
+        })
+    }
+
+    /// The normalized scheme (`s3a`/`s3p` folded to `s3`).
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// Bucket, container or host; empty for `file` and default-filesystem `hdfs`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// Normalized path: `/`-separated segments, no trailing slash, no `_metadata`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(raw: &str) -> String {
+        Location::parse(raw, &LocationRules::default())
+            .unwrap_or_else(|e| panic!("{raw}: {e}"))
+            .to_string()
+    }
+
+    #[test]
+    fn spellings_of_one_location_normalize_alike() {
+        let cases = [
+            ("s3://b/cp/chk-42", "s3://b/cp/chk-42"),
+            ("S3://b/cp/chk-42", "s3://b/cp/chk-42"),
+            ("s3a://b/cp/chk-42", "s3://b/cp/chk-42"),
+            ("s3p://b/cp/chk-42/", "s3://b/cp/chk-42"),
+            ("s3a://b//cp///chk-42//", "s3://b/cp/chk-42"),
+            ("s3a://b/cp/chk-42/_metadata", "s3://b/cp/chk-42"),
+            (
+                "file:/data/sp/savepoint-f35801-c840b0a020e8",
+                "file:///data/sp/savepoint-f35801-c840b0a020e8",
+            ),
+            (
+                "file:///data/sp/savepoint-f35801-c840b0a020e8",
+                "file:///data/sp/savepoint-f35801-c840b0a020e8",
+            ),
+            (
+                "file://localhost/data/sp/savepoint-f35801-c840b0a020e8/",
+                "file:///data/sp/savepoint-f35801-c840b0a020e8",
+            ),
+            ("FILE://LOCALHOST/data/x/_metadata", "file:///data/x"),
+            ("hdfs://nn:8020/flink/sp", "hdfs://nn:8020/flink/sp"),
+            ("hdfs:///flink/sp", "hdfs:///flink/sp"),
+            ("gs://bucket", "gs://bucket"),
+            (
+                "wasbs://c@acct.blob.core.windows.net/sp",
+                "wasbs://c@acct.blob.core.windows.net/sp",
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(norm(raw), want, "normalizing {raw}");
+        }
+    }
+
+    #[test]
+    fn different_paths_stay_different() {
+        for (a, b) in [
+            ("s3://b/cp/chk-42", "s3://b/cp/chk-4"),
+            ("s3://b/cp/chk-42", "s3://B/cp/chk-42"),
+            ("s3://b/cp/chk-42", "gs://b/cp/chk-42"),
+            ("s3://b/cp/_metadata/x", "s3://b/cp/x"),
+            ("s3://b/Cp", "s3://b/cp"),
+            ("hdfs://nn1/p", "hdfs://nn2/p"),
+        ] {
+            assert_ne!(norm(a), norm(b), "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let rules = LocationRules {
+            max_len: 40,
+            ..LocationRules::default()
+        };
+        type Check = fn(&LocationError) -> bool;
+        let cases: &[(&str, Check)] = &[
+            ("", |e| matches!(e, LocationError::Empty)),
+            ("/data/savepoints/x", |e| {
+                matches!(e, LocationError::NotAbsolute)
+            }),
+            ("savepoint-1", |e| matches!(e, LocationError::NotAbsolute)),
+            ("1s3://b/p", |e| matches!(e, LocationError::NotAbsolute)),
+            ("ftp://host/p", |e| {
+                matches!(e, LocationError::UnsupportedScheme { .. })
+            }),
+            ("s3://b/p q", |e| matches!(e, LocationError::BadCharacter)),
+            ("s3://b/p\n", |e| matches!(e, LocationError::BadCharacter)),
+            ("s3://b/p?x=1", |e| {
+                matches!(e, LocationError::QueryOrFragment)
+            }),
+            ("s3://b/p#f", |e| {
+                matches!(e, LocationError::QueryOrFragment)
+            }),
+            ("s3://b/a/../p", |e| matches!(e, LocationError::DotSegment)),
+            ("s3://b/./p", |e| matches!(e, LocationError::DotSegment)),
+            ("s3:///p", |e| {
+                matches!(e, LocationError::MissingAuthority { .. })
+            }),
+            ("s3:/p", |e| {
+                matches!(e, LocationError::MissingAuthority { .. })
+            }),
+            ("file://otherhost/p", |e| {
+                matches!(e, LocationError::RemoteFile { .. })
+            }),
+            ("file:///", |e| matches!(e, LocationError::MissingPath)),
+            (
+                "s3://bucket/a-path-that-is-far-too-long-for-the-rule",
+                |e| matches!(e, LocationError::TooLong { len: 52, max: 40 }),
+            ),
+        ];
+        for (raw, is_expected) in cases {
+            let err = Location::parse(raw, &rules).expect_err(raw);
+            assert!(is_expected(&err), "{raw:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn scheme_set_is_configurable() {
+        let rules = LocationRules {
+            schemes: ["s3".to_string()].into(),
+            ..LocationRules::default()
+        };
+        assert!(Location::parse("s3://b/p", &rules).is_ok());
+        let err = Location::parse("gs://b/p", &rules).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "has scheme \"gs\", which is not accepted; accepted schemes: s3"
+        );
+    }
+}

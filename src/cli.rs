@@ -1,0 +1,183 @@
+//! The command line: one subcommand per job; the doc comments are the `--help` text.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admission::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
+use crate::admission::{Policy, ReferenceScope};
+use crate::duration::parse_duration;
+
+/// Admission webhook for Ververica-style Flink Savepoint resources.
+#[derive(Debug, Parser)]
+#[command(name = "savepoint-webhook", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /mutate and /validate over TLS, fed by the cluster or a state directory.
+    Serve(ServeArgs),
+    /// Review one manifest or AdmissionReview offline and print the answer.
+    Review(ReviewArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// Write a CA and a serving certificate for the webhook's Service.
+    Certs(CertsArgs),
+}
+
+/// Decision settings shared by `serve` and `review`.
+#[derive(Clone, Debug, Args)]
+pub struct PolicyArgs {
+    /// Which Savepoints make a location "already referenced": those in the same
+    /// namespace, or in any namespace.
+    #[arg(long, value_enum, default_value_t = ReferenceScope::Namespace, env = "SAVEPOINT_WEBHOOK_SCOPE")]
+    pub scope: ReferenceScope,
+    /// Accepted location schemes, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SCHEMES.iter().map(|s| s.to_string()))]
+    pub schemes: Vec<String>,
+    /// Longest accepted location, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
+    pub max_location_length: usize,
+    /// The platform has Universal Blob Storage configured: do not warn about Deployments
+    /// without state.savepoints.dir.
+    #[arg(long)]
+    pub universal_blob_storage: bool,
+}
+
+impl PolicyArgs {
+    /// The decision policy these flags describe.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            locations: LocationRules {
+                schemes: self
+                    .schemes
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+                max_len: self.max_location_length,
+            },
+            scope: self.scope,
+            universal_blob_storage: self.universal_blob_storage,
+        }
+    }
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+}
+
+/// Flags of `serve`.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS port.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "SAVEPOINT_WEBHOOK_LISTEN")]
+    pub listen: SocketAddr,
+    /// Read Deployments and Savepoints from this directory of manifests instead of the
+    /// cluster (no Kubernetes API needed).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// PEM certificate chain of the serving certificate (reloaded when it changes).
+    #[arg(long, requires = "tls_key", conflicts_with = "self_signed")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the serving certificate (reloaded when it changes).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a throwaway CA and certificate for localhost, and print where the CA is.
+    #[arg(long)]
+    pub self_signed: bool,
+    /// Require client certificates signed by this PEM CA bundle (mutual TLS).
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub cert_reload_interval: Duration,
+    /// How long a just-admitted location counts as referenced before the watch confirms it.
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub provisional_ttl: Duration,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest time for one request when the API server sends no ?timeout=.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Time a client has for the TLS handshake and for sending request headers.
+    #[arg(long, default_value = "5s", value_parser = duration)]
+    pub handshake_timeout: Duration,
+    /// Most open connections.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    #[arg(long, default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = duration)]
+    pub drain_timeout: Duration,
+    /// Objects per page of the initial list from the Kubernetes API.
+    #[arg(long, default_value_t = crate::state::cluster::DEFAULT_PAGE_SIZE)]
+    pub page_size: u32,
+    /// Decision settings.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Admission operation to simulate in `review`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Operation {
+    /// A create: `/mutate`, then `/validate` on the patched object.
+    Create,
+    /// An update: `/validate` against `--old`.
+    Update,
+}
+
+/// Flags of `review`.
+#[derive(Clone, Debug, Args)]
+pub struct ReviewArgs {
+    /// A Savepoint manifest (YAML or JSON) or a whole AdmissionReview.
+    pub file: PathBuf,
+    /// Directory of Deployment and Savepoint manifests the decision sees.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Operation to simulate for a manifest (an AdmissionReview carries its own).
+    #[arg(long, value_enum, default_value_t = Operation::Create)]
+    pub operation: Operation,
+    /// The stored object an UPDATE replaces.
+    #[arg(long)]
+    pub old: Option<PathBuf>,
+    /// Also print the object after the patch.
+    #[arg(long)]
+    pub patched: bool,
+    /// Decision settings.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Flags of `certs`.
+#[derive(Clone, Debug, Args)]
+pub struct CertsArgs {
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = "savepoint-webhook")]
+    pub service: String,
+    /// Namespace of the webhook's Service.
+    #[arg(long, default_value = "savepoint-webhook")]
+    pub namespace: String,
+    /// Directory to write ca.crt, tls.crt and tls.key into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// More DNS names for the serving certificate.
+    #[arg(long = "dns")]
+    pub extra_dns: Vec<String>,
+    /// IP addresses for the serving certificate.
+    #[arg(long = "ip")]
+    pub ips: Vec<IpAddr>,
+    /// Validity of the serving certificate (the CA lives ten times as long).
+    #[arg(long, default_value = "8760h", value_parser = duration)]
+    pub validity: Duration,
+}

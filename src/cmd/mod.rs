@@ -1,0 +1,5 @@
+//! Wiring of each subcommand; the logic lives in the library.
+
+pub mod certs;
+pub mod review;
+pub mod serve;

@@ -1,0 +1,38 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use savepoint_webhook::cli::{Cli, Command};
+use savepoint_webhook::cmd;
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(cmd::serve::run(args))),
+        Command::Review(args) => match cmd::review::run(&args) {
+            Ok(cmd::review::Outcome::Allowed) => return ExitCode::SUCCESS,
+            Ok(cmd::review::Outcome::Denied) => return ExitCode::from(1),
+            Err(err) => Err(err),
+        },
+        Command::Crds => savepoint_webhook::resources::crds_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map_err(anyhow::Error::from),
+        Command::Certs(args) => cmd::certs::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

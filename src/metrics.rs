@@ -1,0 +1,121 @@
+//! Prometheus metrics: [`Metrics`] holds the request and decision families; index sizes
+//! are read by [`IndexCollector`] at scrape time, never kept in globals.
+
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::index::Index;
+
+/// Labels of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route, e.g. `/mutate`.
+    pub route: &'static str,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Labels of a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route, e.g. `/mutate`.
+    pub route: &'static str,
+}
+
+/// Labels of an admission decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `mutate` or `validate`.
+    pub endpoint: &'static str,
+    /// `true` or `false`.
+    pub allowed: &'static str,
+    /// Why (see `admission::Reason`).
+    pub reason: &'static str,
+}
+
+/// The metric families the server updates.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Requests by route and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by route.
+    pub latency: Family<RouteLabels, Histogram>,
+    /// Admission decisions by endpoint, outcome and reason.
+    pub decisions: Family<DecisionLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the families and registers them, with the index collector, in `registry`.
+    pub fn register(registry: &mut Registry, index: Arc<RwLock<Index>>) -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    1.0,
+                ])
+            }),
+            decisions: Family::default(),
+        };
+        registry.register(
+            "savepoint_webhook_http_requests",
+            "HTTP requests by route and status code",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "savepoint_webhook_http_request_duration_seconds",
+            "HTTP request latency by route",
+            metrics.latency.clone(),
+        );
+        registry.register(
+            "savepoint_webhook_admission_decisions",
+            "Admission decisions by endpoint, outcome and reason",
+            metrics.decisions.clone(),
+        );
+        registry.register_collector(Box::new(IndexCollector(index)));
+        metrics
+    }
+}
+
+/// Reads index sizes at scrape time.
+#[derive(Debug)]
+pub struct IndexCollector(pub Arc<RwLock<Index>>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+impl Collector for IndexCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let sizes = match self.0.read() {
+            Ok(index) => index.sizes(),
+            Err(poisoned) => poisoned.into_inner().sizes(),
+        };
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "savepoint_webhook_index_entries",
+            "Entries in the in-memory indexes by kind",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (kind, value) in [
+            ("deployments", sizes.deployments),
+            ("savepoints", sizes.savepoints),
+            ("locations", sizes.locations),
+            ("unindexed_savepoints", sizes.unindexed_savepoints),
+            ("provisional", sizes.provisional),
+        ] {
+            let labels = KindLabel { kind };
+            ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! The custom resources: [`Savepoint`] and [`Deployment`] of `appmanager.dataartisans.com/v1`,
+//! and [`crds`], which renders their CustomResourceDefinitions for API servers back to 1.20.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// API group of both resources.
+pub const GROUP: &str = "appmanager.dataartisans.com";
+/// API version of both resources.
+pub const VERSION: &str = "v1";
+/// Annotation that ties a Savepoint to the Deployment spec version it was taken for.
+pub const SPEC_VERSION_ANNOTATION: &str =
+    "com.dataartisans.appmanager.controller.deployment.spec.version";
+/// Flink configuration key naming the default savepoint directory of a Deployment.
+pub const SAVEPOINTS_DIR_KEY: &str = "state.savepoints.dir";
+
+/// A pointer to one Flink savepoint or retained checkpoint, usable to restore a Deployment.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "appmanager.dataartisans.com",
+    version = "v1",
+    kind = "Savepoint",
+    namespaced,
+    status = "SavepointStatus",
+    shortname = "sp",
+    printcolumn = r#"{"name":"Location","type":"string","jsonPath":".spec.savepointLocation"}"#,
+    printcolumn = r#"{"name":"Origin","type":"string","jsonPath":".spec.origin"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Deployment","type":"string","jsonPath":".spec.deploymentName"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointSpec {
+    /// `metadata.uid` of the Deployment this Savepoint belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "uuid"))]
+    pub deployment_id: Option<String>,
+    /// Name of the Deployment this Savepoint belongs to, in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+    /// How the snapshot came to be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// Absolute URI of the savepoint or retained checkpoint directory.
+    #[schemars(url)]
+    pub savepoint_location: String,
+    /// Flink's id of the savepoint; the nil UUID for snapshots the platform did not take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "uuid"))]
+    pub flink_savepoint_id: Option<String>,
+    /// Id of the Flink job that wrote the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "uuid"))]
+    pub job_id: Option<String>,
+    /// Kind of snapshot.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<SnapshotType>,
+    /// Flink's on-disk format of the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint_format_type: Option<FormatType>,
+}
+
+/// How a Savepoint came to be (the product's `metadata.origin`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Origin {
+    /// Requested by a user through the platform.
+    UserRequest,
+    /// Taken when the Deployment was suspended.
+    Suspend,
+    /// A copy of another Savepoint resource; both point at the same Flink savepoint.
+    Copied,
+    /// A retained Flink checkpoint kept after the job shut down.
+    RetainedCheckpoint,
+}
+
+/// Kind of snapshot (the product's `metadata.type`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SnapshotType {
+    /// A full snapshot.
+    Full,
+    /// An incremental checkpoint.
+    Incremental,
+    /// Not known.
+    Unknown,
+}
+
+/// Flink's savepoint format.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FormatType {
+    /// Flink's state-backend independent format.
+    Canonical,
+    /// The state backend's own format.
+    Native,
+}
+
+/// Observed state of a Savepoint; manually added ones are created `COMPLETED`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SavepointStatus {
+    /// Lifecycle state; the platform restores only from `COMPLETED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<SavepointState>,
+}
+
+/// Lifecycle state of a Savepoint.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SavepointState {
+    /// Being taken.
+    Started,
+    /// Complete and usable for restore.
+    Completed,
+    /// Taking it failed.
+    Failed,
+    /// Scheduled for deletion.
+    PendingDeletion,
+    /// Being deleted.
+    Deleting,
+    /// Deleting it failed.
+    FailedDeletion,
+}
+
+/// A Flink application managed by the platform. Only the fields the webhook reads are typed;
+/// everything else under `spec` is preserved by the API server and ignored here.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "appmanager.dataartisans.com",
+    version = "v1",
+    kind = "Deployment",
+    namespaced,
+    shortname = "vvpdep",
+    printcolumn = r#"{"name":"Restore","type":"string","jsonPath":".spec.restoreStrategy.kind"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct DeploymentSpec {
+    /// Which Savepoint a (re)start restores from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_strategy: Option<RestoreStrategy>,
+    /// The template of the Flink job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<DeploymentTemplate>,
+}
+
+/// Restore strategy of a Deployment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct RestoreStrategy {
+    /// `NONE`, `LATEST_SAVEPOINT` or `LATEST_STATE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RestoreKind>,
+}
+
+/// Which snapshot a Deployment restores from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RestoreKind {
+    /// Never restore.
+    None,
+    /// The latest Savepoint, retained checkpoints excluded.
+    LatestSavepoint,
+    /// The latest snapshot of any origin.
+    LatestState,
+}
+
+/// Template of a Deployment's Flink job.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct DeploymentTemplate {
+    /// The job's spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<DeploymentTemplateSpec>,
+}
+
+/// The part of a job spec the webhook reads.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct DeploymentTemplateSpec {
+    /// Flink configuration; the webhook reads `state.savepoints.dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flink_configuration: Option<BTreeMap<String, String>>,
+}
+
+/// Both CRDs, made structural for API servers back to 1.20 and with no status subresource
+/// on Savepoint (manually added Savepoints are created with their status, as in the product).
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    let mut savepoint = Savepoint::crd();
+    for version in &mut savepoint.spec.versions {
+        version.subresources = None;
+    }
+    [savepoint, Deployment::crd()]
+        .into_iter()
+        .map(make_structural_for_old_servers)
+        .collect()
+}
+
+/// All CRDs as one multi-document YAML stream, as written to `deploy/crds/`.
+pub fn crds_yaml() -> Result<String, serde_saphyr::ser_error::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+/// Removes `null` from every `enum` list: schemars emits it for `Option<enum>`, and API
+/// servers before 1.23 refuse such a schema as non-structural.
+fn make_structural_for_old_servers(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn strip_null_enums(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Array(options)) = map.get_mut("enum") {
+                    options.retain(|option| !option.is_null());
+                }
+                map.values_mut().for_each(strip_null_enums);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_null_enums),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(&crd).expect("a CRD always serializes");
+    strip_null_enums(&mut json);
+    serde_json::from_value(json).expect("removing enum entries keeps a valid CRD")
+}

@@ -1,0 +1,385 @@
+//! The HTTPS server: [`router`] maps routes to thin handlers that translate HTTP to the
+//! pure decisions in [`crate::admission`]; [`serve`] accepts TLS connections (HTTP/1.1 and
+//! HTTP/2) until shutdown, then drains in-flight requests.
+
+pub mod tls;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::registry::Registry;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::{self, Decision, Policy, Reason, decode};
+use crate::index::Index;
+use crate::metrics::{DecisionLabels, Metrics, RequestLabels, RouteLabels};
+use crate::readiness::Readiness;
+
+/// Limits that keep one client from exhausting the server. Defaults are safe for an
+/// admission webhook: the API server sends small bodies and at most a few hundred
+/// concurrent requests per replica.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest budget for one request when the API server sends no `?timeout=`.
+    pub request_timeout: Duration,
+    /// Time a client has to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time a client has to send the request headers (HTTP/1.1).
+    pub header_timeout: Duration,
+    /// Open connections at most; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Time in-flight requests get to finish at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            max_concurrent_streams: 128,
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct App {
+    /// The indexes decisions read.
+    pub index: Arc<RwLock<Index>>,
+    /// Decision settings.
+    pub policy: Arc<Policy>,
+    /// Whether the indexes have synced.
+    pub readiness: Arc<Readiness>,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// The registry `/metrics` encodes.
+    pub registry: Arc<Registry>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// The routes: `POST /mutate`, `POST /validate`, `GET /healthz`, `GET /readyz`,
+/// `GET /metrics`.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/mutate" => "/mutate",
+        "/validate" => "/validate",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        _ => "other",
+    }
+}
+
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let route = route_label(request.uri().path());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    app.metrics
+        .latency
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.readiness.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: indexes not synced or shutting down",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn mutate(State(app): State<App>, request: Request) -> Response {
+    review(app, Endpoint::Mutate, request).await
+}
+
+async fn validate(State(app): State<App>, request: Request) -> Response {
+    review(app, Endpoint::Validate, request).await
+}
+
+/// A JSON error body for requests that are not usable AdmissionReviews.
+fn http_error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, &serde_json::json!({ "error": message.into() }))
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The budget for one request: the API server's `?timeout=`, capped by the configured
+/// request timeout.
+fn request_budget(query: Option<&str>, limits: &Limits) -> Duration {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(|t| crate::duration::parse_duration(t).ok())
+        .map_or(limits.request_timeout, |t| t.min(limits.request_timeout))
+}
+
+async fn read_body(body: Body, limits: &Limits, budget: Duration) -> Result<Bytes, Response> {
+    match tokio::time::timeout(budget, axum::body::to_bytes(body, limits.max_body_bytes)).await {
+        Err(_) => Err(http_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received within the request timeout",
+        )),
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(too_large_response(limits))
+            } else {
+                Err(http_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read request body: {err}"),
+                ))
+            }
+        }
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+fn too_large_response(limits: &Limits) -> Response {
+    http_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body exceeds {} bytes", limits.max_body_bytes),
+    )
+}
+
+async fn review(app: App, endpoint: Endpoint, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if !is_json(&parts.headers) {
+        return http_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > app.limits.max_body_bytes) {
+        return too_large_response(&app.limits);
+    }
+    let budget = request_budget(parts.uri.query(), &app.limits);
+    let bytes = match read_body(body, &app.limits, budget).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let request = match decode::decode_review(&bytes) {
+        Ok(request) => request,
+        Err(err) => return http_error(StatusCode::BAD_REQUEST, err.to_string()),
+    };
+    let decision = decide(&app, endpoint, &request);
+    app.metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            endpoint: endpoint.name(),
+            allowed: if decision.allowed { "true" } else { "false" },
+            reason: decision.reason.as_str(),
+        })
+        .inc();
+    if !decision.allowed {
+        tracing::info!(
+            endpoint = endpoint.name(),
+            uid = %request.uid,
+            namespace = %request.namespace,
+            name = %request.name,
+            reason = %decision.reason,
+            "denied"
+        );
+    }
+    json_response(
+        StatusCode::OK,
+        &admission::response(&request.uid, &decision),
+    )
+}
+
+fn decide(app: &App, endpoint: Endpoint, request: &decode::Request) -> Decision {
+    if admission::is_savepoint(request) && !app.readiness.synced() {
+        return Decision::deny(
+            Reason::Unavailable,
+            "savepoint-webhook cannot decide yet: it has not synced Deployments and Savepoints from the Kubernetes API (is the API server reachable from the webhook?); retry shortly",
+        );
+    }
+    let now = Instant::now();
+    match endpoint {
+        Endpoint::Mutate => {
+            let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
+            admission::mutate_and_hold(request, &mut index, &app.policy, now)
+        }
+        Endpoint::Validate => {
+            let index = app.index.read().unwrap_or_else(|p| p.into_inner());
+            admission::validate(request, &index, &app.policy)
+        }
+    }
+}
+
+/// Accepts TLS connections on `listener` and serves `router` over HTTP/1.1 and HTTP/2
+/// until `shutdown` resolves; then stops accepting and gives in-flight requests
+/// `limits.drain_timeout` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_body_bytes.max(64 * 1024));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.max_concurrent_streams as usize)
+        .max_header_list_size(64 * 1024);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        let handshake_timeout = limits.handshake_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(err) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!("drain timeout reached; closing remaining connections");
+        }
+    }
+}
