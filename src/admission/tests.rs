@@ -1,1 +1,605 @@
+//! Table-driven tests of every admission rule, on decoded requests and a hand-fed index.
 
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::decode::{Request, decode_review};
+use super::*;
+use crate::index::{DeploymentFacts, Index, SavepointFacts};
+use crate::resources::{RestoreKind, SPEC_VERSION_ANNOTATION};
+
+const UID: &str = "c8e5eee4-414c-40aa-9d1d-76c4434d055a";
+const OTHER_UID: &str = "11111111-2222-3333-4444-555555555555";
+
+fn mk_deployment(name: &str, uid: &str, version: Option<&str>) -> DeploymentFacts {
+    DeploymentFacts {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: uid.into(),
+        spec_version: version.map(str::to_string),
+        has_savepoints_dir: true,
+        restore_kind: Some(RestoreKind::LatestState),
+    }
+}
+
+fn mk_index() -> Index {
+    let mut index = Index::new(LocationRules::default(), Duration::from_secs(60));
+    index.apply_deployment(mk_deployment("top-speed-windowing", UID, Some("3")));
+    index.apply_deployment(mk_deployment("unversioned", OTHER_UID, None));
+    index.apply_savepoint(&SavepointFacts {
+        namespace: "default".into(),
+        name: "retained-chk-42".into(),
+        location: "s3://flink-state/checkpoints/3f2a/chk-42".into(),
+    });
+    index
+}
+
+fn mk_savepoint(spec: Value) -> Value {
+    json!({
+        "apiVersion": "appmanager.dataartisans.com/v1",
+        "kind": "Savepoint",
+        "metadata": { "name": "restore", "namespace": "default" },
+        "spec": spec,
+        "status": { "state": "COMPLETED" }
+    })
+}
+
+fn good_spec() -> Value {
+    json!({
+        "deploymentName": "top-speed-windowing",
+        "savepointLocation": "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab",
+        "flinkSavepointId": "00000000-0000-0000-0000-000000000000"
+    })
+}
+
+fn mk_request(operation: &str, object: Value, old: Option<Value>) -> Request {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": { "group": "appmanager.dataartisans.com", "version": "v1", "kind": "Savepoint" },
+            "operation": operation,
+            "name": object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+            "namespace": "default",
+            "object": object,
+            "oldObject": old,
+            "dryRun": false
+        }
+    });
+    decode_review(review.to_string().as_bytes()).expect("test review decodes")
+}
+
+fn create(spec: Value) -> Decision {
+    mutate(
+        &mk_request("CREATE", mk_savepoint(spec), None),
+        &mk_index(),
+        &Policy::default(),
+        Instant::now(),
+    )
+}
+
+fn patched(spec: Value) -> Value {
+    let object = mk_savepoint(spec.clone());
+    let decision = create(spec);
+    assert!(decision.allowed, "denied: {:?}", decision.message);
+    let mut out = object;
+    if let Some(patch) = &decision.patch {
+        json_patch::patch(&mut out, patch).expect("patch applies");
+    }
+    out
+}
+
+#[test]
+fn annotation_and_deployment_id_are_injected() {
+    let out = patched(good_spec());
+    assert_eq!(out["metadata"]["annotations"][SPEC_VERSION_ANNOTATION], "3");
+    assert_eq!(out["spec"]["deploymentId"], UID);
+    assert!(out["spec"].get("origin").is_none());
+}
+
+#[test]
+fn deployment_name_is_filled_in_from_the_id() {
+    let mut spec = good_spec();
+    spec.as_object_mut().unwrap().remove("deploymentName");
+    spec["deploymentId"] = UID.into();
+    let out = patched(spec);
+    assert_eq!(out["spec"]["deploymentName"], "top-speed-windowing");
+}
+
+#[test]
+fn annotation_key_with_slash_and_tilde_is_escaped() {
+    let mut object = mk_savepoint(good_spec());
+    object["metadata"]["annotations"] = json!({ "example.com/a~b": "x" });
+    let decision = mutate(
+        &mk_request("CREATE", object.clone(), None),
+        &mk_index(),
+        &Policy::default(),
+        Instant::now(),
+    );
+    let patch = serde_json::to_value(decision.patch.expect("patch")).unwrap();
+    assert_eq!(
+        patch[0]["path"],
+        format!("/metadata/annotations/{SPEC_VERSION_ANNOTATION}")
+    );
+    let pointer = json_patch::jsonptr::PointerBuf::from_tokens([
+        "metadata",
+        "annotations",
+        "example.com/a~b",
+    ]);
+    assert_eq!(pointer.as_str(), "/metadata/annotations/example.com~1a~0b");
+    let mut applied = object;
+    let patch: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    json_patch::patch(&mut applied, &patch).unwrap();
+    assert_eq!(applied["metadata"]["annotations"]["example.com/a~b"], "x");
+    assert_eq!(
+        applied["metadata"]["annotations"][SPEC_VERSION_ANNOTATION],
+        "3"
+    );
+}
+
+#[test]
+fn copied_when_location_differs_only_by_spelling() {
+    for location in [
+        "s3://flink-state/checkpoints/3f2a/chk-42",
+        "s3a://flink-state/checkpoints/3f2a/chk-42/_metadata",
+        "S3P://flink-state//checkpoints/3f2a/chk-42/",
+    ] {
+        let mut spec = good_spec();
+        spec["savepointLocation"] = location.into();
+        let decision = create(spec.clone());
+        assert!(decision.allowed);
+        assert!(
+            decision
+                .warnings
+                .iter()
+                .any(|w| w.contains("default/retained-chk-42")),
+            "{location}: {:?}",
+            decision.warnings
+        );
+        assert_eq!(patched(spec)["spec"]["origin"], "COPIED", "{location}");
+    }
+}
+
+#[test]
+fn given_origin_is_replaced_by_copied() {
+    let mut spec = good_spec();
+    spec["savepointLocation"] = "s3://flink-state/checkpoints/3f2a/chk-42".into();
+    spec["origin"] = "USER_REQUEST".into();
+    let decision = create(spec.clone());
+    assert!(decision.warnings[0].contains("was USER_REQUEST"));
+    assert_eq!(patched(spec)["spec"]["origin"], "COPIED");
+}
+
+#[test]
+fn new_location_keeps_origin_and_is_held_for_the_next_create() {
+    let mut index = mk_index();
+    let policy = Policy::default();
+    let now = Instant::now();
+    let first = mutate_and_hold(
+        &mk_request("CREATE", mk_savepoint(good_spec()), None),
+        &mut index,
+        &policy,
+        now,
+    );
+    assert_eq!(first.reason, Reason::Mutated);
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    let retry_of_first = mutate(
+        &mk_request("CREATE", mk_savepoint(good_spec()), None),
+        &index,
+        &policy,
+        now,
+    );
+    assert!(
+        !retry_of_first.warnings.iter().any(|w| w.contains("COPIED")),
+        "a retried create must not count itself: {:?}",
+        retry_of_first.warnings
+    );
+    let mut second_object = mk_savepoint(good_spec());
+    second_object["metadata"]["name"] = "restore-again".into();
+    let second = mutate_and_hold(
+        &mk_request("CREATE", second_object, None),
+        &mut index,
+        &policy,
+        now,
+    );
+    assert!(
+        second.warnings[0].contains("default/restore"),
+        "{:?}",
+        second.warnings
+    );
+}
+
+#[test]
+fn dry_run_holds_nothing() {
+    let mut index = mk_index();
+    let mut request = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    request.dry_run = Some(true);
+    let decision = mutate_and_hold(&request, &mut index, &Policy::default(), Instant::now());
+    assert!(decision.allowed && decision.hold.is_none());
+    assert_eq!(index.sizes().provisional, 0);
+}
+
+#[test]
+fn scope_decides_whether_other_namespaces_count() {
+    let mut index = mk_index();
+    index.apply_savepoint(&SavepointFacts {
+        namespace: "team-b".into(),
+        name: "theirs".into(),
+        location: "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab".into(),
+    });
+    let request = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    let namespaced = mutate(&request, &index, &Policy::default(), Instant::now());
+    assert!(namespaced.warnings.is_empty(), "{:?}", namespaced.warnings);
+    let cluster = Policy {
+        scope: ReferenceScope::Cluster,
+        ..Policy::default()
+    };
+    let clustered = mutate(&request, &index, &cluster, Instant::now());
+    assert!(clustered.warnings[0].contains("team-b/theirs"));
+}
+
+#[test]
+fn each_denial_names_its_reason() {
+    let cases: Vec<(&str, Value, Reason, &str)> = vec![
+        (
+            "no deployment",
+            json!({"deploymentName": "nope", "savepointLocation": "s3://b/p"}),
+            Reason::DeploymentNotFound,
+            "Deployment \"nope\" not found in namespace \"default\"",
+        ),
+        (
+            "unknown id",
+            json!({"deploymentId": "99999999-9999-9999-9999-999999999999", "savepointLocation": "s3://b/p"}),
+            Reason::DeploymentNotFound,
+            "has metadata.uid",
+        ),
+        (
+            "mismatch",
+            json!({"deploymentName": "top-speed-windowing", "deploymentId": OTHER_UID, "savepointLocation": "s3://b/p"}),
+            Reason::DeploymentMismatch,
+            "make them name the same Deployment",
+        ),
+        (
+            "unversioned",
+            json!({"deploymentName": "unversioned", "savepointLocation": "s3://b/p"}),
+            Reason::DeploymentUnversioned,
+            "could never be used for restore",
+        ),
+        (
+            "bad location",
+            json!({"deploymentName": "top-speed-windowing", "savepointLocation": "ftp://h/p"}),
+            Reason::Invalid,
+            "spec.savepointLocation: \"ftp://h/p\" has scheme \"ftp\"",
+        ),
+        (
+            "no location",
+            json!({"deploymentName": "top-speed-windowing"}),
+            Reason::Invalid,
+            "spec.savepointLocation: is required",
+        ),
+        (
+            "no reference",
+            json!({"savepointLocation": "s3://b/p"}),
+            Reason::Invalid,
+            "spec.deploymentName: is required",
+        ),
+        (
+            "bad name",
+            json!({"deploymentName": "Top_Speed", "savepointLocation": "s3://b/p"}),
+            Reason::Invalid,
+            "spec.deploymentName: \"Top_Speed\" is not a valid Deployment name",
+        ),
+        (
+            "bad uuid",
+            json!({"deploymentName": "top-speed-windowing", "savepointLocation": "s3://b/p", "flinkSavepointId": "0"}),
+            Reason::Invalid,
+            "spec.flinkSavepointId: \"0\" is not a UUID",
+        ),
+        (
+            "bad job",
+            json!({"deploymentName": "top-speed-windowing", "savepointLocation": "s3://b/p", "jobId": 7}),
+            Reason::Invalid,
+            "spec.jobId: 7 must be a string",
+        ),
+        (
+            "bad origin",
+            json!({"deploymentName": "top-speed-windowing", "savepointLocation": "s3://b/p", "origin": "MANUAL"}),
+            Reason::Invalid,
+            "spec.origin: \"MANUAL\" is not accepted; expected one of USER_REQUEST, SUSPEND, COPIED, RETAINED_CHECKPOINT",
+        ),
+        (
+            "bad type",
+            json!({"deploymentName": "top-speed-windowing", "savepointLocation": "s3://b/p", "type": "DELTA"}),
+            Reason::Invalid,
+            "spec.type: \"DELTA\" is not accepted",
+        ),
+        (
+            "bad format",
+            json!({"deploymentName": "top-speed-windowing", "savepointLocation": "s3://b/p", "savepointFormatType": "canonical"}),
+            Reason::Invalid,
+            "spec.savepointFormatType: \"canonical\" is not accepted",
+        ),
+        (
+            "spec not object",
+            json!("s3://b/p"),
+            Reason::Invalid,
+            "spec: \"s3://b/p\" must be an object",
+        ),
+    ];
+    for (case, spec, reason, text) in cases {
+        let decision = create(spec);
+        assert!(!decision.allowed, "{case}: allowed");
+        assert_eq!(decision.reason, reason, "{case}");
+        let message = decision.message.unwrap_or_default();
+        assert!(message.contains(text), "{case}: {message}");
+        assert!(
+            decision.patch.is_none(),
+            "{case}: a denial carries no patch"
+        );
+    }
+}
+
+#[test]
+fn every_field_error_is_reported_at_once() {
+    let decision = create(json!({"savepointLocation": "ftp://h/p", "jobId": "nope"}));
+    let message = decision.message.unwrap();
+    assert!(
+        message.starts_with("invalid Savepoint, 3 problems:"),
+        "{message}"
+    );
+    for field in [
+        "spec.savepointLocation",
+        "spec.jobId",
+        "spec.deploymentName",
+    ] {
+        assert!(message.contains(field), "{field} missing from {message}");
+    }
+}
+
+#[test]
+fn bad_state_and_annotation_are_refused() {
+    let mut object = mk_savepoint(good_spec());
+    object["status"]["state"] = "DONE".into();
+    object["metadata"]["annotations"] = json!({ SPEC_VERSION_ANNOTATION: "v3" });
+    let decision = mutate(
+        &mk_request("CREATE", object, None),
+        &mk_index(),
+        &Policy::default(),
+        Instant::now(),
+    );
+    let message = decision.message.unwrap();
+    assert!(message.contains("status.state: \"DONE\""), "{message}");
+    assert!(
+        message.contains("\"v3\" is not a decimal integer"),
+        "{message}"
+    );
+}
+
+#[test]
+fn restore_warnings() {
+    let mut index = mk_index();
+    let mut deployment = mk_deployment(
+        "latest-savepoint",
+        "22222222-2222-2222-2222-222222222222",
+        Some("5"),
+    );
+    deployment.restore_kind = Some(RestoreKind::LatestSavepoint);
+    deployment.has_savepoints_dir = false;
+    index.apply_deployment(deployment);
+    let mut spec = good_spec();
+    spec["deploymentName"] = "latest-savepoint".into();
+    spec["origin"] = "RETAINED_CHECKPOINT".into();
+    let mut object = mk_savepoint(spec);
+    object["status"]["state"] = "STARTED".into();
+    object["metadata"]["annotations"] = json!({ SPEC_VERSION_ANNOTATION: "4" });
+    let decision = mutate(
+        &mk_request("CREATE", object, None),
+        &index,
+        &Policy::default(),
+        Instant::now(),
+    );
+    let all = decision.warnings.join("\n");
+    for expected in [
+        "state.savepoints.dir",
+        "status.state is STARTED",
+        "LATEST_SAVEPOINT, which skips",
+        "is \"4\" but Deployment \"latest-savepoint\" is at spec version \"5\"",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+    }
+    let ubs = Policy {
+        universal_blob_storage: true,
+        ..Policy::default()
+    };
+    let decision = mutate(
+        &mk_request(
+            "CREATE",
+            mk_savepoint(
+                json!({"deploymentName": "latest-savepoint", "savepointLocation": "s3://b/p"}),
+            ),
+            None,
+        ),
+        &index,
+        &ubs,
+        Instant::now(),
+    );
+    assert!(
+        !decision
+            .warnings
+            .join("\n")
+            .contains("state.savepoints.dir")
+    );
+}
+
+#[test]
+fn restore_kind_none_warns() {
+    let mut index = mk_index();
+    let mut deployment = mk_deployment("never", "33333333-3333-3333-3333-333333333333", Some("1"));
+    deployment.restore_kind = Some(RestoreKind::None);
+    index.apply_deployment(deployment);
+    let decision = mutate(
+        &mk_request(
+            "CREATE",
+            mk_savepoint(json!({"deploymentName": "never", "savepointLocation": "s3://b/p"})),
+            None,
+        ),
+        &index,
+        &Policy::default(),
+        Instant::now(),
+    );
+    assert!(
+        decision
+            .warnings
+            .iter()
+            .any(|w| w.contains("restoreStrategy.kind NONE")),
+        "{:?}",
+        decision.warnings
+    );
+}
+
+#[test]
+fn update_rules() {
+    let old = mk_savepoint(good_spec());
+    let index = mk_index();
+    let policy = Policy::default();
+    let mut labelled = old.clone();
+    labelled["metadata"]["labels"] = json!({"team": "streaming"});
+    assert!(
+        validate(
+            &mk_request("UPDATE", labelled, Some(old.clone())),
+            &index,
+            &policy
+        )
+        .allowed
+    );
+
+    let mut filled = old.clone();
+    filled["spec"]["deploymentId"] = UID.into();
+    assert!(
+        validate(
+            &mk_request("UPDATE", filled, Some(old.clone())),
+            &index,
+            &policy
+        )
+        .allowed,
+        "filling in a missing field is allowed"
+    );
+
+    for (field, value) in [
+        ("savepointLocation", json!("s3://flink-state/elsewhere")),
+        ("deploymentName", json!("other")),
+        (
+            "flinkSavepointId",
+            json!("11111111-1111-1111-1111-111111111111"),
+        ),
+    ] {
+        let mut changed = old.clone();
+        changed["spec"][field] = value;
+        let decision = validate(
+            &mk_request("UPDATE", changed, Some(old.clone())),
+            &index,
+            &policy,
+        );
+        assert_eq!(decision.reason, Reason::Immutable, "{field}");
+        assert!(decision.message.unwrap().contains(&format!("spec.{field}")));
+    }
+    let mut removed = old.clone();
+    removed["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("flinkSavepointId");
+    let decision = validate(&mk_request("UPDATE", removed, Some(old)), &index, &policy);
+    assert!(decision.message.unwrap().contains("cannot be removed"));
+}
+
+#[test]
+fn validate_rechecks_the_deployment_on_create() {
+    let index = mk_index();
+    let decision = validate(
+        &mk_request(
+            "CREATE",
+            mk_savepoint(json!({"deploymentName": "unversioned", "savepointLocation": "s3://b/p"})),
+            None,
+        ),
+        &index,
+        &Policy::default(),
+    );
+    assert_eq!(decision.reason, Reason::DeploymentUnversioned);
+    assert!(
+        validate(
+            &mk_request("CREATE", mk_savepoint(good_spec()), None),
+            &index,
+            &Policy::default()
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn other_kinds_pass_unchanged() {
+    let mut request = mk_request(
+        "CREATE",
+        json!({"kind": "ConfigMap", "metadata": {"name": "x"}}),
+        None,
+    );
+    request.kind = decode::GroupVersionKind {
+        group: String::new(),
+        version: "v1".into(),
+        kind: "ConfigMap".into(),
+    };
+    for decision in [
+        mutate(&request, &mk_index(), &Policy::default(), Instant::now()),
+        validate(&request, &mk_index(), &Policy::default()),
+    ] {
+        assert_eq!(decision.reason, Reason::NotASavepoint);
+        assert!(decision.allowed && decision.patch.is_none());
+    }
+}
+
+#[test]
+fn captured_fixtures_decide_as_expected() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let read =
+        |name: &str| decode_review(&std::fs::read(format!("{dir}/{name}")).unwrap()).unwrap();
+    let index = mk_index();
+    let create = mutate(
+        &read("savepoint-create.json"),
+        &index,
+        &Policy::default(),
+        Instant::now(),
+    );
+    assert_eq!(create.reason, Reason::Mutated);
+    assert!(
+        create.warnings.iter().any(|w| w.contains("COPIED")),
+        "{:?}",
+        create.warnings
+    );
+    let dry = read("savepoint-dryrun.json");
+    assert!(dry.is_dry_run());
+    assert!(
+        mutate(&dry, &index, &Policy::default(), Instant::now())
+            .hold
+            .is_none()
+    );
+    assert!(validate(&read("savepoint-update.json"), &index, &Policy::default()).allowed);
+}
+
+#[test]
+fn response_carries_base64_patch_and_status() {
+    let decision = create(good_spec());
+    let review = serde_json::to_value(response("u-1", &decision)).unwrap();
+    assert_eq!(review["response"]["uid"], "u-1");
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(review["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let ops: Value = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(ops[0]["op"], "add");
+    let denied = serde_json::to_value(response("u-2", &create(json!({})))).unwrap();
+    assert_eq!(denied["response"]["allowed"], false);
+    assert_eq!(denied["response"]["status"]["code"], 422);
+    assert!(denied["response"].get("patch").is_none());
+}

@@ -1,1 +1,141 @@
+//! The index as a state machine: apply, delete, reset, provisional holds.
 
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn mk_index() -> Index {
+    Index::new(LocationRules::default(), TTL)
+}
+
+fn mk_savepoint(namespace: &str, name: &str, location: &str) -> SavepointFacts {
+    SavepointFacts {
+        namespace: namespace.into(),
+        name: name.into(),
+        location: location.into(),
+    }
+}
+
+fn mk_deployment(name: &str, uid: &str) -> DeploymentFacts {
+    DeploymentFacts {
+        namespace: "default".into(),
+        name: name.into(),
+        uid: uid.into(),
+        spec_version: Some("1".into()),
+        has_savepoints_dir: true,
+        restore_kind: None,
+    }
+}
+
+fn holder_names(index: &Index, location: &str, now: Instant) -> Vec<String> {
+    let mut names: Vec<String> = index
+        .holders(location, now)
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn savepoints_are_found_by_normalized_location() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.apply_savepoint(&mk_savepoint("a", "one", "s3a://b/p/chk-1/_metadata"));
+    index.apply_savepoint(&mk_savepoint("b", "two", "s3://b/p/chk-1/"));
+    assert_eq!(
+        holder_names(&index, "s3://b/p/chk-1", now),
+        ["a/one", "b/two"]
+    );
+    assert_eq!(index.sizes().locations, 1);
+    index.delete_savepoint("a", "one");
+    assert_eq!(holder_names(&index, "s3://b/p/chk-1", now), ["b/two"]);
+    index.delete_savepoint("b", "two");
+    assert_eq!(index.sizes(), IndexSizes::default());
+}
+
+#[test]
+fn a_changed_location_moves_the_entry() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.apply_savepoint(&mk_savepoint("a", "one", "s3://b/old"));
+    index.apply_savepoint(&mk_savepoint("a", "one", "s3://b/new"));
+    assert!(index.holders("s3://b/old", now).is_empty());
+    assert_eq!(holder_names(&index, "s3://b/new", now), ["a/one"]);
+    assert_eq!(index.sizes().savepoints, 1);
+}
+
+#[test]
+fn unparseable_locations_are_counted_not_indexed() {
+    let mut index = mk_index();
+    index.apply_savepoint(&mk_savepoint("a", "bad", "ftp://x/y"));
+    assert_eq!(index.sizes().unindexed_savepoints, 1);
+    assert_eq!(index.sizes().locations, 0);
+    index.delete_savepoint("a", "bad");
+    assert_eq!(index.sizes().unindexed_savepoints, 0);
+}
+
+#[test]
+fn reset_drops_entries_the_new_list_lacks() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.apply_savepoint(&mk_savepoint("a", "gone", "s3://b/gone"));
+    index.reset_savepoints(&[mk_savepoint("a", "kept", "s3://b/kept")]);
+    assert!(index.holders("s3://b/gone", now).is_empty());
+    assert_eq!(holder_names(&index, "s3://b/kept", now), ["a/kept"]);
+    index.apply_deployment(mk_deployment("old", "u-old"));
+    index.reset_deployments([mk_deployment("new", "u-new")]);
+    assert!(index.deployment_by_uid("u-old").is_none());
+    assert!(index.deployment_by_name("default", "old").is_none());
+    assert_eq!(index.deployment_by_uid("u-new").unwrap().name, "new");
+}
+
+#[test]
+fn deployments_by_name_and_uid_follow_updates() {
+    let mut index = mk_index();
+    index.apply_deployment(mk_deployment("app", "u-1"));
+    index.apply_deployment(mk_deployment("app", "u-2"));
+    assert!(
+        index.deployment_by_uid("u-1").is_none(),
+        "a recreated Deployment drops its old uid"
+    );
+    assert_eq!(index.deployment_by_uid("u-2").unwrap().name, "app");
+    index.delete_deployment("default", "app");
+    assert!(index.deployment_by_name("default", "app").is_none());
+    assert!(index.deployment_by_uid("u-2").is_none());
+}
+
+#[test]
+fn provisional_holds_count_until_confirmed_or_expired() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.hold("s3://b/p", "a", "fresh", now);
+    assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
+    assert_eq!(index.sizes().provisional, 1);
+    index.apply_savepoint(&mk_savepoint("a", "fresh", "s3://b/p"));
+    assert_eq!(index.sizes().provisional, 0, "the watch confirmed the hold");
+    assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
+
+    index.hold("s3://b/q", "a", "refused-later", now);
+    assert_eq!(
+        holder_names(&index, "s3://b/q", now + TTL / 2),
+        ["a/refused-later"]
+    );
+    assert!(
+        index.holders("s3://b/q", now + TTL).is_empty(),
+        "expired holds do not count"
+    );
+    index.expire(now + TTL);
+    assert_eq!(index.sizes().provisional, 0);
+}
+
+#[test]
+fn reset_keeps_provisional_holds() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.hold("s3://b/p", "a", "fresh", now);
+    index.reset_savepoints(&[]);
+    assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
+}
