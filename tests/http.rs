@@ -1,0 +1,323 @@
+//! The real router and server over real TLS on loopback, driven with the captured
+//! AdmissionReviews over HTTP/1.1 and HTTP/2 by a client that verifies the certificate.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use reqwest::{Client, StatusCode, Version};
+use savepoint_webhook::admission::Policy;
+use savepoint_webhook::certs::{CertRequest, generate};
+use savepoint_webhook::index::Index;
+use savepoint_webhook::metrics::Metrics;
+use savepoint_webhook::readiness::Readiness;
+use savepoint_webhook::server::tls::{ReloadingCert, certified_key_from_pem, server_config};
+use savepoint_webhook::server::{App, Limits, router, serve};
+use savepoint_webhook::state::dir::load_dir;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+const STATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/state");
+
+struct TestServer {
+    addr: SocketAddr,
+    ca_pem: String,
+    readiness: Arc<Readiness>,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start(limits: Limits, synced: bool) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let bundle = generate(&CertRequest {
+            service: "savepoint-webhook".into(),
+            namespace: "default".into(),
+            extra_dns: vec!["localhost".into()],
+            ips: vec!["127.0.0.1".parse().unwrap()],
+            validity: Duration::from_secs(3600),
+        })
+        .unwrap();
+        let key = certified_key_from_pem(
+            "tls.crt".as_ref(),
+            bundle.cert_pem.as_bytes(),
+            "tls.key".as_ref(),
+            bundle.key_pem.as_bytes(),
+        )
+        .unwrap();
+        let tls = server_config(ReloadingCert::new(key), None).unwrap();
+        let policy = Policy::default();
+        let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
+        load_dir(STATE.as_ref(), &mut index).unwrap();
+        let index = Arc::new(RwLock::new(index));
+        let readiness = Arc::new(Readiness::default());
+        if synced {
+            readiness.deployments_synced();
+            readiness.savepoints_synced();
+        }
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry, index.clone());
+        let app = App {
+            index,
+            policy: Arc::new(policy),
+            readiness: readiness.clone(),
+            metrics,
+            registry: Arc::new(registry),
+            limits: limits.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let done = tokio::spawn(serve(listener, Arc::new(tls), router(app), limits, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            ca_pem: bundle.ca_pem,
+            readiness,
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    fn client(&self, version: Version) -> Client {
+        let builder = Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap());
+        let builder = if version == Version::HTTP_11 {
+            builder.http1_only()
+        } else {
+            builder
+        };
+        builder.build().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.done)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
+}
+
+async fn post(client: &Client, url: &str, body: Vec<u8>) -> (StatusCode, Version, Value) {
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, version) = (response.status(), response.version());
+    (status, version, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn fixtures_are_answered_over_http1_and_http2() {
+    let server = TestServer::start(Limits::default(), true).await;
+    for version in [Version::HTTP_11, Version::HTTP_2] {
+        let client = server.client(version);
+        let (status, got_version, review) = post(
+            &client,
+            &server.url("/mutate?timeout=10s"),
+            fixture("savepoint-create.json"),
+        )
+        .await;
+        assert_eq!((status, got_version), (StatusCode::OK, version));
+        let response = &review["response"];
+        assert_eq!(response["uid"], "d81cc643-c6b4-4e2b-a381-04dcf48d5e02");
+        assert_eq!(response["allowed"], true);
+        assert_eq!(response["patchType"], "JSONPatch");
+        assert!(
+            response["warnings"][0].as_str().unwrap().contains("COPIED"),
+            "{review}"
+        );
+
+        let (status, _, review) = post(
+            &client,
+            &server.url("/validate"),
+            fixture("savepoint-update.json"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            review["response"]["uid"],
+            "56659862-b2c9-44ef-ac67-feb55d181489"
+        );
+        assert_eq!(review["response"]["allowed"], true);
+
+        let (status, _, review) = post(
+            &client,
+            &server.url("/mutate"),
+            fixture("savepoint-dryrun.json"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(review["response"]["allowed"], true);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_get_clear_errors() {
+    let limits = Limits {
+        max_body_bytes: 16 * 1024,
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits, true).await;
+    let client = server.client(Version::HTTP_2);
+    let url = server.url("/mutate");
+
+    let wrong_type = client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let huge = vec![b' '; 64 * 1024];
+    let (status, _, body) = post(&client, &url, huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body["error"].as_str().unwrap().contains("16384"));
+
+    for (body, expected) in [
+        (b"not json".to_vec(), "not a valid admission.k8s.io/v1 AdmissionReview"),
+        (br#"{"apiVersion":"v1","kind":"ConfigMap"}"#.to_vec(), "expected kind AdmissionReview"),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), "has no request"),
+        (
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"","kind":{},"operation":"CREATE"}}"#.to_vec(),
+            "has no uid",
+        ),
+        (fixture("savepoint-create.json")[..100].to_vec(), "EOF"),
+    ] {
+        let (status, _, reply) = post(&client, &url, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.contains(expected), "{error}");
+    }
+    let (status, _, review) = post(&client, &url, fixture("savepoint-create.json")).await;
+    assert_eq!(
+        (status, review["response"]["allowed"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "still serving"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn other_kinds_are_allowed_unchanged_and_counted() {
+    let server = TestServer::start(Limits::default(), true).await;
+    let client = server.client(Version::HTTP_11);
+    let text = String::from_utf8(fixture("savepoint-create.json"))
+        .unwrap()
+        .replace(
+            "\"kind\": \"Savepoint\"\n    },\n    \"resource\"",
+            "\"kind\": \"ConfigMap\"\n    },\n    \"resource\"",
+        );
+    let (status, _, review) = post(&client, &server.url("/mutate"), text.into_bytes()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(review["response"].get("patch").is_none(), "{review}");
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"savepoint_webhook_admission_decisions_total{endpoint="mutate",allowed="true",reason="not_a_savepoint"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"savepoint_webhook_index_entries{kind="deployments"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("savepoint_webhook_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn not_ready_until_synced_and_savepoints_denied_meanwhile() {
+    let server = TestServer::start(Limits::default(), false).await;
+    let client = server.client(Version::HTTP_2);
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (_, _, review) = post(
+        &client,
+        &server.url("/mutate"),
+        fixture("savepoint-create.json"),
+    )
+    .await;
+    assert_eq!(review["response"]["allowed"], false);
+    assert_eq!(review["response"]["status"]["code"], 503);
+    assert!(
+        review["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has not synced")
+    );
+    server.readiness.deployments_synced();
+    server.readiness.savepoints_synced();
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_without_the_ca_is_refused_the_handshake() {
+    let server = TestServer::start(Limits::default(), true).await;
+    let stranger = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let err = stranger
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err:?}");
+    server.stop().await;
+}
