@@ -89,9 +89,12 @@ pub struct ServeArgs {
     /// PEM private key of the serving certificate (reloaded when it changes).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Generate a throwaway CA and certificate for localhost, and print where the CA is.
+    /// Generate a throwaway CA and certificate for localhost into --self-signed-dir.
     #[arg(long)]
     pub self_signed: bool,
+    /// Where --self-signed writes ca.crt, tls.crt and tls.key [default: TMPDIR/savepoint-webhook]
+    #[arg(long, requires = "self_signed")]
+    pub self_signed_dir: Option<PathBuf>,
     /// Require client certificates signed by this PEM CA bundle (mutual TLS).
     #[arg(long)]
     pub client_ca: Option<PathBuf>,

@@ -219,3 +219,17 @@ fn certs_command_writes_a_ca_signed_serving_pair() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the key is private");
 }
+
+#[test]
+fn readme_command_reference_matches_the_binary() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    for command in ["serve", "review", "certs"] {
+        let help = String::from_utf8(run(&[command, "-h"]).stdout).unwrap();
+        let block =
+            format!("<!-- help:{command} -->\n```text\n{help}```\n<!-- /help:{command} -->");
+        assert!(
+            readme.contains(&block),
+            "README's reference for `{command}` is stale; replace it with:\n{block}"
+        );
+    }
+}

@@ -21,8 +21,8 @@ use crate::state::{cluster, dir};
 /// How often expired provisional holds are swept.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Writes a throwaway CA and localhost certificate to a private temporary directory.
-fn self_signed_files() -> anyhow::Result<CertFiles> {
+/// Writes a throwaway CA and localhost certificate into `dir`.
+fn self_signed_files(dir: Option<&std::path::Path>) -> anyhow::Result<CertFiles> {
     let bundle = generate(&CertRequest {
         service: "savepoint-webhook".into(),
         namespace: "default".into(),
@@ -30,8 +30,10 @@ fn self_signed_files() -> anyhow::Result<CertFiles> {
         ips: vec!["127.0.0.1".parse()?, "::1".parse()?],
         validity: Duration::from_secs(24 * 3600),
     })?;
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("savepoint-webhook-{}", std::process::id()));
+    let dir: PathBuf = dir.map_or_else(
+        || std::env::temp_dir().join("savepoint-webhook"),
+        PathBuf::from,
+    );
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let files = CertFiles {
         cert: dir.join("tls.crt"),
@@ -54,7 +56,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             cert: cert.clone(),
             key: key.clone(),
         },
-        _ if args.self_signed => self_signed_files()?,
+        _ if args.self_signed => self_signed_files(args.self_signed_dir.as_deref())?,
         _ => anyhow::bail!("give --tls-cert and --tls-key, or --self-signed for a local run"),
     };
     let certificate = ReloadingCert::new(files.load()?);
