@@ -30,6 +30,8 @@ pub enum Command {
     Crds,
     /// Write a CA and a serving certificate for the webhook's Service.
     Certs(CertsArgs),
+    /// Smoke-test a running webhook with built-in AdmissionReviews; exit 1 on any mismatch.
+    Probe(ProbeArgs),
 }
 
 /// Decision settings shared by `serve` and `review`.
@@ -183,4 +185,31 @@ pub struct CertsArgs {
     /// Validity of the serving certificate (the CA lives ten times as long).
     #[arg(long, default_value = "8760h", value_parser = duration)]
     pub validity: Duration,
+}
+
+/// Flags of `probe`.
+#[derive(Clone, Debug, Args)]
+pub struct ProbeArgs {
+    /// Base URL of the webhook, e.g. https://savepoint-webhook.savepoint-webhook.svc:443
+    #[arg(long)]
+    pub url: String,
+    /// PEM CA bundle that signed the webhook's certificate.
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Namespace the probe's objects claim to be in.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// An existing, annotated Deployment in --namespace: the well-formed Savepoint must then
+    /// be admitted with the annotation injected (otherwise it must be denied as not found).
+    #[arg(long)]
+    pub deployment: Option<String>,
+    /// PEM client certificate, for webhooks that require mutual TLS.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Time each request may take.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    pub timeout: Duration,
 }

@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod duration;
 pub mod index;
 pub mod metrics;
+pub mod probe;
 pub mod readiness;
 pub mod resources;
 pub mod server;

@@ -233,3 +233,108 @@ fn readme_command_reference_matches_the_binary() {
         );
     }
 }
+
+/// A `serve --state --self-signed` process on a free port, killed on drop.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new(BIN)
+            .current_dir(ROOT)
+            .args([
+                "serve",
+                "--state",
+                "deploy/examples/state",
+                "--self-signed",
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--self-signed-dir")
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port, dir };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("serve did not start listening");
+    }
+
+    fn probe(&self, extra: &[&str]) -> (i32, String) {
+        let url = format!("https://localhost:{}", self.port);
+        let ca = self
+            .dir
+            .path()
+            .join("ca.crt")
+            .to_string_lossy()
+            .into_owned();
+        let out = run(&[&["probe", "--url", &url, "--ca", &ca], extra].concat());
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn probe_passes_against_a_healthy_webhook_and_fails_on_a_mismatch() {
+    let served = Served::start();
+    for extra in [&[][..], &["--deployment", "top-speed-windowing"][..]] {
+        let (code, out) = served.probe(extra);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("ok ")).count(),
+            6,
+            "{out}"
+        );
+    }
+    let (code, out) = served.probe(&["--deployment", "not-yet-reconciled"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL  POST /mutate well-formed Savepoint: expected allowed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn probe_fails_when_nothing_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    run(&["certs", "--out", &dir.path().to_string_lossy()]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ca = dir.path().join("ca.crt").to_string_lossy().into_owned();
+    let out = run(&[
+        "probe",
+        "--url",
+        &format!("https://localhost:{port}"),
+        "--ca",
+        &ca,
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL  GET /healthz"));
+}
