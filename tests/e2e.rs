@@ -16,7 +16,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
-use common::{Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint};
+use common::{
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, read_manifests,
+    write_webhook_kubeconfig,
+};
 use futures::FutureExt;
 use savepoint_webhook::resources::{Origin, SPEC_VERSION_ANNOTATION, Savepoint};
 use serde_json::json;
@@ -113,9 +116,22 @@ async fn savepoints_through_a_real_api_server() {
         .await;
     old.savepoint("creating pre/old before the webhook");
 
+    // What deploy/base installs besides the Deployment: the webhook's namespace (labelled
+    // to be skipped), its ServiceAccount and least-privilege RBAC, which the webhook
+    // runs under here (impersonated).
+    for manifest in [
+        "deploy/base/namespace.yaml",
+        "deploy/base/serviceaccount.yaml",
+        "deploy/base/rbac.yaml",
+    ] {
+        cluster.create_manifests(&read_manifests(manifest)).await;
+    }
+    let webhook_kubeconfig = cp.dir().join("webhook-kubeconfig");
+    write_webhook_kubeconfig(&cp, &webhook_kubeconfig);
+
     let certs = Certs::generate();
     let webhook = Webhook::start(
-        cp.kubeconfig_path(),
+        &webhook_kubeconfig,
         &certs,
         free_port(),
         cp.dir().join("webhook.log"),
@@ -131,7 +147,7 @@ async fn savepoints_through_a_real_api_server() {
     env.webhook.wait_index("deployments", 1).await;
     env.webhook.wait_index("savepoints", 1).await;
     env.cluster
-        .register_webhooks(&env.webhook.url(), &certs.ca_bundle)
+        .register_shipped_webhooks(&env.webhook.url(), &certs.ca_bundle)
         .await;
     wait_until_webhooks_are_called(&mut env).await;
 
@@ -173,6 +189,11 @@ async fn savepoints_through_a_real_api_server() {
     case!(
         "a Savepoint created before the webhook started counts as referenced",
         pre_existing
+    );
+    case!("warnings about restore reach the client", restore_warnings);
+    case!(
+        "a namespace labelled exclude=true is left alone",
+        excluded_namespace
     );
     case!(
         "a refused create leaves no reference behind",
@@ -842,6 +863,65 @@ async fn pre_existing(env: &mut Env) {
     assert_contains(&reply.warnings.join("\n"), "pre/old", "COPIED warning");
 }
 
+async fn restore_warnings(env: &mut Env) {
+    let ns = "warnings";
+    env.cluster.create_namespace(ns).await;
+    let mut deployment = mk_deployment(ns, "app", Some("1"));
+    deployment["spec"] = json!({ "restoreStrategy": { "kind": "NONE" } });
+    env.cluster.create_deployment(deployment).await;
+    env.deployments += 1;
+    env.webhook.wait_index("deployments", env.deployments).await;
+
+    env.step("no savepoints dir, restore NONE, state STARTED: three warnings, still admitted");
+    let mut manifest = mk_savepoint(
+        ns,
+        "started",
+        "app",
+        "s3://flink-state/savepoints/savepoint-a1a1a1-000000000001",
+    );
+    manifest["status"]["state"] = json!("STARTED");
+    let reply = env.cluster.create_savepoint(&manifest, false).await;
+    reply.savepoint("create started");
+    let warnings = reply.warnings.join("\n");
+    for needle in [
+        "sets no state.savepoints.dir",
+        "status.state is STARTED; only COMPLETED Savepoints are used for restore",
+        "spec.restoreStrategy.kind NONE",
+    ] {
+        assert_contains(&warnings, needle, "restore warnings");
+    }
+}
+
+async fn excluded_namespace(env: &mut Env) {
+    let ns = "excluded";
+    env.cluster
+        .create_labelled_namespace(
+            ns,
+            json!({ "savepoint-webhook.appmanager.dataartisans.com/exclude": "true" }),
+        )
+        .await;
+    env.step("a Savepoint naming no existing Deployment is stored unchanged");
+    let reply = env
+        .cluster
+        .create_savepoint(
+            &mk_savepoint(
+                ns,
+                "untouched",
+                "nowhere",
+                "s3://flink-state/savepoints/savepoint-e0e0e0-000000000001",
+            ),
+            false,
+        )
+        .await;
+    let stored = reply.savepoint("create in an excluded namespace");
+    assert_eq!(
+        annotation(&stored),
+        None,
+        "the webhook mutated a Savepoint in an excluded namespace"
+    );
+    assert_eq!(stored.spec.deployment_id, None);
+}
+
 async fn refused_create_holds_nothing(env: &mut Env) {
     let ns = "refused";
     env.namespace_with_deployment(ns, Some("1")).await;
@@ -870,16 +950,41 @@ async fn refused_create_holds_nothing(env: &mut Env) {
         reply.body
     );
 
-    env.step("the location it named is still unreferenced");
+    env.step("a create refused by the API server after /mutate (invalid metadata.name)");
+    let other = "s3://flink-state/savepoints/savepoint-f0f0f0-000000000003";
     let reply = env
         .cluster
-        .create_savepoint(&mk_savepoint(ns, "fresh", "app", location), false)
+        .create_savepoint(&mk_savepoint(ns, "Not_A_Name", "app", other), false)
         .await;
-    assert_eq!(
-        reply.savepoint("create fresh").spec.origin,
-        None,
-        "a location only a refused create named was treated as referenced; warnings: {:?}",
-        reply.warnings
+    assert_contains(
+        reply.refusal("create Not_A_Name"),
+        "metadata.name",
+        "invalid name refusal",
+    );
+
+    let mut wrong = Vec::new();
+    for (name, location, refused) in [
+        ("fresh", location, "taken (409)"),
+        ("fresh-2", other, "Not_A_Name (422)"),
+    ] {
+        env.step(&format!(
+            "{location}, named only by refused {refused}, is unreferenced"
+        ));
+        let reply = env
+            .cluster
+            .create_savepoint(&mk_savepoint(ns, name, "app", location), false)
+            .await;
+        if reply.savepoint(name).spec.origin.is_some() {
+            wrong.push(format!(
+                "{name} after refused {refused}: COPIED, warnings {:?}",
+                reply.warnings
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "locations only refused creates named were treated as referenced:\n{}",
+        wrong.join("\n")
     );
 }
 

@@ -12,13 +12,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use control_plane::{ControlPlane, Guarded};
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
 use savepoint_webhook::resources::{
     Deployment, GROUP, SPEC_VERSION_ANNOTATION, Savepoint, VERSION,
 };
@@ -165,9 +164,10 @@ impl Webhook {
         if self.process.is_some() {
             return;
         }
-        let env: [(&str, &OsStr); 2] = [
+        let env: [(&str, &OsStr); 3] = [
             ("KUBECONFIG", self.kubeconfig.as_os_str()),
             ("RUST_LOG", OsStr::new("info")),
+            ("NO_COLOR", OsStr::new("1")),
         ];
         self.process = Some(Guarded::spawn(
             &webhook_bin(),
@@ -399,11 +399,76 @@ impl Cluster {
         }
     }
 
+    /// Creates every object of `manifests`, resolving each kind by discovery.
+    pub async fn create_manifests(&self, manifests: &[Value]) {
+        for manifest in manifests {
+            let object: DynamicObject = serde_json::from_value(manifest.clone())
+                .unwrap_or_else(|e| panic!("not a Kubernetes object ({e}): {manifest}"));
+            let types = object
+                .types
+                .clone()
+                .expect("a manifest has apiVersion and kind");
+            let (group, version) = match types.api_version.split_once('/') {
+                Some((group, version)) => (group, version),
+                None => ("", types.api_version.as_str()),
+            };
+            let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+            let (resource, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("the API server does not serve {gvk:?}: {e}"));
+            let api: Api<DynamicObject> = match (&capabilities.scope, &object.metadata.namespace) {
+                (Scope::Namespaced, Some(namespace)) => {
+                    Api::namespaced_with(self.client.clone(), namespace, &resource)
+                }
+                (Scope::Namespaced, None) => {
+                    Api::default_namespaced_with(self.client.clone(), &resource)
+                }
+                (Scope::Cluster, _) => Api::all_with(self.client.clone(), &resource),
+            };
+            api.create(&PostParams::default(), &object)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the API server refused {} {:?}: {e}",
+                        types.kind,
+                        object.metadata.name.as_deref().unwrap_or_default()
+                    )
+                });
+        }
+    }
+
+    /// Registers the webhook configurations shipped in `deploy/base/webhooks.yaml`, each
+    /// webhook's `clientConfig` replaced by `url` (`https://127.0.0.1:PORT`) plus its
+    /// service path, and `ca_bundle`.
+    pub async fn register_shipped_webhooks(&self, url: &str, ca_bundle: &str) {
+        let mut manifests = read_manifests("deploy/base/webhooks.yaml");
+        for manifest in &mut manifests {
+            for webhook in manifest["webhooks"]
+                .as_array_mut()
+                .expect("a webhook configuration lists webhooks")
+            {
+                let path = webhook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .expect("a shipped webhook calls a service path")
+                    .to_string();
+                webhook["clientConfig"] =
+                    json!({ "url": format!("{url}{path}"), "caBundle": ca_bundle });
+            }
+        }
+        self.create_manifests(&manifests).await;
+    }
+
     /// Creates a namespace.
     pub async fn create_namespace(&self, name: &str) {
+        self.create_labelled_namespace(name, json!({})).await;
+    }
+
+    /// Creates a namespace with labels.
+    pub async fn create_labelled_namespace(&self, name: &str, labels: Value) {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let namespace: Namespace =
-            serde_json::from_value(json!({ "metadata": { "name": name } })).expect("namespace");
+            serde_json::from_value(json!({ "metadata": { "name": name, "labels": labels } }))
+                .expect("namespace");
         api.create(&PostParams::default(), &namespace)
             .await
             .unwrap_or_else(|e| panic!("cannot create namespace {name}: {e}"));
@@ -427,51 +492,6 @@ impl Cluster {
             .metadata
             .uid
             .expect("a created Deployment has a uid")
-    }
-
-    /// Registers the webhook at `url` (`https://127.0.0.1:PORT`): `/mutate` for Savepoint
-    /// CREATE, `/validate` for CREATE and UPDATE, failurePolicy Fail.
-    pub async fn register_webhooks(&self, url: &str, ca_bundle: &str) {
-        let webhook = |name: &str, path: &str, operations: &[&str]| {
-            json!({
-                "name": name,
-                "clientConfig": { "url": format!("{url}{path}"), "caBundle": ca_bundle },
-                "rules": [{
-                    "apiGroups": [GROUP],
-                    "apiVersions": [VERSION],
-                    "operations": operations,
-                    "resources": ["savepoints"],
-                    "scope": "Namespaced",
-                }],
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "timeoutSeconds": 10,
-                "matchPolicy": "Equivalent",
-            })
-        };
-        let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "metadata": { "name": "savepoint-webhook" },
-            "webhooks": [webhook("mutate.savepoints.appmanager.dataartisans.com", "/mutate", &["CREATE"])],
-        }))
-        .expect("MutatingWebhookConfiguration");
-        let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-            "metadata": { "name": "savepoint-webhook" },
-            "webhooks": [webhook(
-                "validate.savepoints.appmanager.dataartisans.com",
-                "/validate",
-                &["CREATE", "UPDATE"],
-            )],
-        }))
-        .expect("ValidatingWebhookConfiguration");
-        Api::<MutatingWebhookConfiguration>::all(self.client.clone())
-            .create(&PostParams::default(), &mutating)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create the MutatingWebhookConfiguration: {e}"));
-        Api::<ValidatingWebhookConfiguration>::all(self.client.clone())
-            .create(&PostParams::default(), &validating)
-            .await
-            .unwrap_or_else(|e| panic!("cannot create the ValidatingWebhookConfiguration: {e}"));
     }
 
     /// A raw request with the admin token.
@@ -561,6 +581,54 @@ impl Cluster {
             .filter_map(|s| s.metadata.name)
             .collect()
     }
+}
+
+/// The documents of a multi-document YAML file of the project (path relative to the
+/// crate root), as JSON values; empty documents are skipped.
+pub fn read_manifests(relative: &str) -> Vec<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
+    documents.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The identity the webhook runs as: the ServiceAccount of `deploy/base`.
+pub const WEBHOOK_USER: &str = "system:serviceaccount:savepoint-webhook:savepoint-webhook";
+
+/// Writes a kubeconfig for `cp` that acts as the webhook's ServiceAccount (the admin
+/// token impersonates it), so the webhook gets only what `deploy/base/rbac.yaml` grants.
+pub fn write_webhook_kubeconfig(cp: &ControlPlane, path: &Path) {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: savepoint-test
+  cluster:
+    server: {server}
+    insecure-skip-tls-verify: true
+users:
+- name: savepoint-webhook
+  user:
+    token: {token}
+    as: {WEBHOOK_USER}
+    as-groups:
+    - system:serviceaccounts
+    - system:serviceaccounts:savepoint-webhook
+    - system:authenticated
+contexts:
+- name: savepoint-test
+  context:
+    cluster: savepoint-test
+    user: savepoint-webhook
+    namespace: savepoint-webhook
+current-context: savepoint-test
+",
+        server = cp.server_url(),
+        token = cp.token(),
+    );
+    std::fs::write(path, yaml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 /// `/apis/appmanager.dataartisans.com/v1/namespaces/NS/savepoints`.
