@@ -23,13 +23,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /mutate and /validate over TLS, fed by the cluster or a state directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Review one manifest or AdmissionReview offline and print the answer.
     Review(ReviewArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
     /// Write a CA and a serving certificate for the webhook's Service.
     Certs(CertsArgs),
+    /// List stored Savepoints that break a rule or would warn at admission; exit 1 if any.
+    Audit(AuditArgs),
     /// Smoke-test a running webhook with built-in AdmissionReviews; exit 1 on any mismatch.
     Probe(ProbeArgs),
 }
@@ -69,6 +71,12 @@ impl PolicyArgs {
             universal_blob_storage: self.universal_blob_storage,
         }
     }
+}
+
+/// The identity of a replica not given one: host name and process id.
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -127,6 +135,24 @@ pub struct ServeArgs {
     /// Objects per page of the initial list from the Kubernetes API.
     #[arg(long, default_value_t = crate::state::cluster::DEFAULT_PAGE_SIZE)]
     pub page_size: u32,
+    /// Run the leader-elected reconciler that repairs stored Savepoints (cluster mode).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconcile: bool,
+    /// Time between reconcile and audit passes.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub reconcile_interval: Duration,
+    /// Namespace of the reconciler's Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "savepoint-webhook")]
+    pub lease_namespace: String,
+    /// Name of the reconciler's Lease.
+    #[arg(long, default_value = "savepoint-webhook")]
+    pub lease_name: String,
+    /// How long a leader keeps the Lease without renewing it.
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease and in Events [default: HOSTNAME-PID]
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -212,4 +238,27 @@ pub struct ProbeArgs {
     /// Time each request may take.
     #[arg(long, default_value = "10s", value_parser = duration)]
     pub timeout: Duration,
+}
+
+/// Output format of `audit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people.
+    Table,
+    /// JSON for tools.
+    Json,
+}
+
+/// Flags of `audit`.
+#[derive(Clone, Debug, Args)]
+pub struct AuditArgs {
+    /// Audit the manifests in this directory instead of the cluster from the kubeconfig.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Decision settings.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }

@@ -16,6 +16,7 @@ pub mod index;
 pub mod metrics;
 pub mod probe;
 pub mod readiness;
+pub mod reconcile;
 pub mod resources;
 pub mod server;
 pub mod state;

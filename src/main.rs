@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
-            .and_then(|runtime| runtime.block_on(cmd::serve::run(args))),
+            .and_then(|runtime| runtime.block_on(cmd::serve::run(*args))),
         Command::Review(args) => match cmd::review::run(&args) {
             Ok(cmd::review::Outcome::Allowed) => return ExitCode::SUCCESS,
             Ok(cmd::review::Outcome::Denied) => return ExitCode::from(1),
@@ -27,6 +27,14 @@ fn main() -> ExitCode {
             .map(|yaml| print!("{yaml}"))
             .map_err(anyhow::Error::from),
         Command::Certs(args) => cmd::certs::run(&args),
+        Command::Audit(args) => match tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(cmd::audit::run(&args)))
+        {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::from(1),
+            Err(err) => Err(err),
+        },
         Command::Probe(args) => match tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(cmd::probe::run(&args)))

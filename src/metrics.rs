@@ -119,3 +119,71 @@ impl Collector for IndexCollector {
         Ok(())
     }
 }
+
+/// Labels of a reconciler repair.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    /// The rule repaired.
+    pub rule: &'static str,
+    /// `applied`, `conflict` or `failed`.
+    pub result: &'static str,
+}
+
+/// Counters of the reconciler.
+#[derive(Clone, Debug, Default)]
+pub struct ReconcileMetrics {
+    /// Repairs by rule and result.
+    pub repairs: Family<RepairLabels, Counter>,
+}
+
+/// The latest audit findings by rule, shared between the reconcile loop and the scrape.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFindings(Arc<RwLock<Vec<(&'static str, usize)>>>);
+
+impl AuditFindings {
+    /// Replaces the counts with those of `findings`.
+    pub fn set(&self, findings: &[crate::reconcile::plan::Finding]) {
+        let counts = crate::reconcile::plan::count_by_rule(findings)
+            .into_iter()
+            .map(|(rule, count)| (rule.as_str(), count))
+            .collect();
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = counts;
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: &'static str,
+}
+
+impl Collector for AuditFindings {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "savepoint_webhook_audit_findings",
+            "Stored Savepoints breaking a rule, by rule, as of the latest reconcile pass",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (rule, count) in counts {
+            let labels = RuleLabel { rule };
+            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl ReconcileMetrics {
+    /// Creates the families and registers them, with the findings gauge, in `registry`.
+    pub fn register(registry: &mut Registry, findings: AuditFindings) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "savepoint_webhook_reconcile_repairs",
+            "Reconciler repairs by rule and result",
+            metrics.repairs.clone(),
+        );
+        registry.register_collector(Box::new(findings));
+        metrics
+    }
+}

@@ -223,7 +223,7 @@ fn certs_command_writes_a_ca_signed_serving_pair() {
 #[test]
 fn readme_command_reference_matches_the_binary() {
     let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    for command in ["serve", "review", "certs", "probe"] {
+    for command in ["serve", "review", "certs", "probe", "audit"] {
         let help = String::from_utf8(run(&[command, "-h"]).stdout).unwrap();
         let block =
             format!("<!-- help:{command} -->\n```text\n{help}```\n<!-- /help:{command} -->");
@@ -249,7 +249,7 @@ impl Served {
             .unwrap()
             .port();
         let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .current_dir(ROOT)
             .args([
                 "serve",
@@ -270,6 +270,8 @@ impl Served {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("serve did not start listening");
     }
 

@@ -1,5 +1,6 @@
 //! Wiring of each subcommand; the logic lives in the library.
 
+pub mod audit;
 pub mod certs;
 pub mod probe;
 pub mod review;

@@ -9,14 +9,21 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::admission::Policy;
 use crate::certs::{CertRequest, generate};
 use crate::cli::ServeArgs;
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::metrics::{AuditFindings, ReconcileMetrics};
 use crate::readiness::Readiness;
+use crate::reconcile::lease::{LeaderElector, LeaseConfig};
+use crate::reconcile::records::RecordStore;
+use crate::reconcile::runner::Reconciler;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
-use crate::state::{cluster, dir};
+use crate::state::cluster::{self, Sinks};
+use crate::state::dir;
+use std::sync::atomic::AtomicBool;
 
 /// How often expired provisional holds are swept.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
@@ -62,12 +69,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let certificate = ReloadingCert::new(files.load()?);
     let tls = server_config(certificate.clone(), args.client_ca.as_deref())?;
 
-    let policy = args.policy.policy();
+    let policy = Arc::new(args.policy.policy());
     let index = Arc::new(RwLock::new(Index::new(
         policy.locations.clone(),
         args.provisional_ttl,
     )));
     let readiness = Arc::new(Readiness::default());
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry, index.clone());
     match &args.state {
         Some(state_dir) => {
             let summary = dir::load_dir(
@@ -82,17 +91,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("no Kubernetes configuration found (in-cluster or kubeconfig); use --state DIR to run without a cluster")?;
-            tokio::spawn(cluster::run(
-                client,
-                index.clone(),
-                readiness.clone(),
-                args.page_size,
-            ));
+            let sinks = Sinks {
+                index: index.clone(),
+                records: RecordStore::default(),
+                readiness: readiness.clone(),
+            };
+            start_reconciler(&args, client.clone(), &sinks, policy.clone(), &mut registry);
+            tokio::spawn(cluster::run(client, sinks, args.page_size));
         }
     }
-
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry, index.clone());
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
@@ -104,7 +111,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let app = App {
         index: index.clone(),
-        policy: Arc::new(policy),
+        policy,
         readiness: readiness.clone(),
         metrics,
         registry: Arc::new(registry),
@@ -138,6 +145,55 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     serve(listener, Arc::new(tls), router(app), limits, shutdown).await;
     Ok(())
+}
+
+/// Starts the audit pass on this replica and, unless turned off, the leader-elected
+/// reconciler that applies its repairs.
+fn start_reconciler(
+    args: &ServeArgs,
+    client: kube::Client,
+    sinks: &Sinks,
+    policy: Arc<Policy>,
+    registry: &mut Registry,
+) {
+    let findings = AuditFindings::default();
+    let metrics = ReconcileMetrics::register(registry, findings.clone());
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(crate::cli::default_identity);
+    let leader = if args.reconcile {
+        let elector = LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: args.lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: identity.clone(),
+                duration: args.lease_duration,
+                renew_every: args.lease_duration / 3,
+            },
+        );
+        let leader = elector.is_leader();
+        tokio::spawn(elector.run());
+        leader
+    } else {
+        Arc::new(AtomicBool::new(false))
+    };
+    tokio::spawn(
+        Reconciler {
+            client,
+            index: sinks.index.clone(),
+            records: sinks.records.clone(),
+            policy,
+            leader,
+            readiness: sinks.readiness.clone(),
+            interval: args.reconcile_interval,
+            identity,
+            metrics,
+            findings,
+        }
+        .run(),
+    );
 }
 
 async fn shutdown_signal() {

@@ -11,20 +11,38 @@ use kube::runtime::watcher::{self, Event};
 
 use crate::index::{DeploymentFacts, Index, SavepointFacts};
 use crate::readiness::Readiness;
+use crate::reconcile::records::{RecordStore, SavepointRecord};
 use crate::resources::{Deployment, Savepoint};
 
 /// Objects per page of the initial list, so memory stays bounded while syncing.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 
-/// How one kind feeds the index.
+/// Where watched objects go: the admission index, and the reconciler's records.
+#[derive(Clone)]
+pub struct Sinks {
+    /// The admission index.
+    pub index: Arc<RwLock<Index>>,
+    /// Stored Savepoints for the reconciler and the audit gauge.
+    pub records: RecordStore,
+    /// Marked synced after each kind's first full list.
+    pub readiness: Arc<Readiness>,
+}
+
+impl Sinks {
+    fn index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How one kind feeds the sinks.
 trait Feed {
     type Facts;
     const KIND: &'static str;
     fn resource() -> ApiResource;
     fn extract(object: &DynamicObject) -> Option<Self::Facts>;
-    fn apply(index: &mut Index, facts: Self::Facts);
-    fn delete(index: &mut Index, namespace: &str, name: &str);
-    fn reset(index: &mut Index, all: Vec<Self::Facts>);
+    fn apply(sinks: &Sinks, facts: Self::Facts);
+    fn delete(sinks: &Sinks, namespace: &str, name: &str);
+    fn reset(sinks: &Sinks, all: Vec<Self::Facts>);
     fn synced(readiness: &Readiness);
 }
 
@@ -38,23 +56,36 @@ fn namespace_and_name(object: &DynamicObject) -> Option<(&str, &str)> {
 struct Savepoints;
 
 impl Feed for Savepoints {
-    type Facts = SavepointFacts;
+    type Facts = (Option<SavepointFacts>, SavepointRecord);
     const KIND: &'static str = "Savepoint";
     fn resource() -> ApiResource {
         ApiResource::erase::<Savepoint>(&())
     }
-    fn extract(object: &DynamicObject) -> Option<SavepointFacts> {
+    fn extract(object: &DynamicObject) -> Option<Self::Facts> {
         let (namespace, name) = namespace_and_name(object)?;
-        SavepointFacts::from_parts(namespace, name, object.data.get("spec"))
+        let facts = SavepointFacts::from_parts(namespace, name, object.data.get("spec"));
+        Some((
+            facts,
+            SavepointRecord::from_parts(&object.metadata, &object.data)?,
+        ))
     }
-    fn apply(index: &mut Index, facts: SavepointFacts) {
-        index.apply_savepoint(&facts);
+    fn apply(sinks: &Sinks, (facts, record): Self::Facts) {
+        match facts {
+            Some(facts) => sinks.index().apply_savepoint(&facts),
+            None => sinks
+                .index()
+                .delete_savepoint(&record.namespace, &record.name),
+        }
+        sinks.records.apply(record);
     }
-    fn delete(index: &mut Index, namespace: &str, name: &str) {
-        index.delete_savepoint(namespace, name);
+    fn delete(sinks: &Sinks, namespace: &str, name: &str) {
+        sinks.index().delete_savepoint(namespace, name);
+        sinks.records.delete(namespace, name);
     }
-    fn reset(index: &mut Index, all: Vec<SavepointFacts>) {
-        index.reset_savepoints(&all);
+    fn reset(sinks: &Sinks, all: Vec<Self::Facts>) {
+        let (facts, records): (Vec<_>, Vec<_>) = all.into_iter().unzip();
+        sinks.index().reset_savepoints(facts.iter().flatten());
+        sinks.records.reset(records);
     }
     fn synced(readiness: &Readiness) {
         readiness.savepoints_synced();
@@ -79,14 +110,14 @@ impl Feed for Deployments {
             object.data.get("spec"),
         ))
     }
-    fn apply(index: &mut Index, facts: DeploymentFacts) {
-        index.apply_deployment(facts);
+    fn apply(sinks: &Sinks, facts: DeploymentFacts) {
+        sinks.index().apply_deployment(facts);
     }
-    fn delete(index: &mut Index, namespace: &str, name: &str) {
-        index.delete_deployment(namespace, name);
+    fn delete(sinks: &Sinks, namespace: &str, name: &str) {
+        sinks.index().delete_deployment(namespace, name);
     }
-    fn reset(index: &mut Index, all: Vec<DeploymentFacts>) {
-        index.reset_deployments(all);
+    fn reset(sinks: &Sinks, all: Vec<DeploymentFacts>) {
+        sinks.index().reset_deployments(all);
     }
     fn synced(readiness: &Readiness) {
         readiness.deployments_synced();
@@ -94,49 +125,38 @@ impl Feed for Deployments {
 }
 
 /// Watches Savepoints and Deployments in all namespaces until the process stops,
-/// re-listing (and resetting the index) whenever the watch cannot resume.
-pub async fn run(
-    client: Client,
-    index: Arc<RwLock<Index>>,
-    readiness: Arc<Readiness>,
-    page_size: u32,
-) {
+/// re-listing (and resetting the sinks) whenever the watch cannot resume.
+pub async fn run(client: Client, sinks: Sinks, page_size: u32) {
     tokio::join!(
-        watch::<Savepoints>(client.clone(), index.clone(), readiness.clone(), page_size),
-        watch::<Deployments>(client, index, readiness, page_size),
+        watch::<Savepoints>(client.clone(), sinks.clone(), page_size),
+        watch::<Deployments>(client, sinks, page_size),
     );
 }
 
-async fn watch<F: Feed>(
-    client: Client,
-    index: Arc<RwLock<Index>>,
-    readiness: Arc<Readiness>,
-    page_size: u32,
-) {
+async fn watch<F: Feed>(client: Client, sinks: Sinks, page_size: u32) {
     let api: Api<DynamicObject> = Api::all_with(client, &F::resource());
     let config = watcher::Config::default().page_size(page_size);
     let events = watcher::watcher(api, config).default_backoff();
     futures::pin_mut!(events);
     let mut listing: Vec<F::Facts> = Vec::new();
-    let write = || index.write().unwrap_or_else(|p| p.into_inner());
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(object)) => listing.extend(F::extract(&object)),
             Ok(Event::InitDone) => {
                 let count = listing.len();
-                F::reset(&mut write(), std::mem::take(&mut listing));
-                F::synced(&readiness);
+                F::reset(&sinks, std::mem::take(&mut listing));
+                F::synced(&sinks.readiness);
                 tracing::info!(kind = F::KIND, count, "synced");
             }
             Ok(Event::Apply(object)) => {
                 if let Some(facts) = F::extract(&object) {
-                    F::apply(&mut write(), facts);
+                    F::apply(&sinks, facts);
                 }
             }
             Ok(Event::Delete(object)) => {
                 if let Some((namespace, name)) = namespace_and_name(&object) {
-                    F::delete(&mut write(), namespace, name);
+                    F::delete(&sinks, namespace, name);
                 }
             }
             Err(err) => {

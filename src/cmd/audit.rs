@@ -1,0 +1,135 @@
+//! `audit`: list every stored Savepoint that breaks a rule or would warn at admission,
+//! from the cluster (paginated lists) or a state directory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+
+use crate::cli::{AuditArgs, OutputFormat};
+use crate::index::{DeploymentFacts, Index};
+use crate::reconcile::plan::{Plan, count_by_rule, plan};
+use crate::reconcile::records::SavepointRecord;
+use crate::resources::{Deployment, Savepoint};
+use crate::state::dir::{derived_uid, kind_of, read_manifests};
+
+/// Objects per page when listing from the cluster.
+const PAGE_SIZE: u32 = 500;
+
+async fn list_all(api: &Api<DynamicObject>) -> anyhow::Result<Vec<DynamicObject>> {
+    let mut out = Vec::new();
+    let mut params = ListParams::default().limit(PAGE_SIZE);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn from_cluster(index: &mut Index) -> anyhow::Result<Vec<SavepointRecord>> {
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration found; use --state DIR to audit manifests offline")?;
+    let deployments: Api<DynamicObject> =
+        Api::all_with(client.clone(), &ApiResource::erase::<Deployment>(&()));
+    let facts = list_all(&deployments)
+        .await
+        .context("listing Deployments")?
+        .into_iter()
+        .filter_map(|d| {
+            Some(DeploymentFacts::from_parts(
+                d.metadata.namespace.as_deref()?,
+                d.metadata.name.as_deref()?,
+                d.metadata.uid.as_deref()?,
+                d.metadata.annotations.as_ref(),
+                d.data.get("spec"),
+            ))
+        });
+    index.reset_deployments(facts);
+    let savepoints: Api<DynamicObject> =
+        Api::all_with(client, &ApiResource::erase::<Savepoint>(&()));
+    Ok(list_all(&savepoints)
+        .await
+        .context("listing Savepoints")?
+        .iter()
+        .filter_map(|s| SavepointRecord::from_parts(&s.metadata, &s.data))
+        .collect())
+}
+
+fn from_dir(dir: &Path, index: &mut Index) -> anyhow::Result<Vec<SavepointRecord>> {
+    let mut deployments = Vec::new();
+    let mut records = Vec::new();
+    for (_, documents) in read_manifests(dir)? {
+        for document in &documents {
+            match kind_of(document) {
+                Some("Deployment") => {
+                    deployments.extend(DeploymentFacts::from_manifest(document, derived_uid))
+                }
+                Some(_) => records.extend(SavepointRecord::from_object(document)),
+                None => {}
+            }
+        }
+    }
+    index.reset_deployments(deployments);
+    Ok(records)
+}
+
+fn print_table(plan: &Plan) {
+    if plan.findings.is_empty() {
+        println!("no findings: every Savepoint follows the rules");
+        return;
+    }
+    let width = plan
+        .findings
+        .iter()
+        .map(|f| f.namespace.len() + f.name.len() + 1)
+        .max()
+        .unwrap_or(0);
+    println!("{:<28} {:<width$} MESSAGE", "RULE", "SAVEPOINT");
+    for finding in &plan.findings {
+        let who = format!("{}/{}", finding.namespace, finding.name);
+        println!(
+            "{:<28} {who:<width$} {}",
+            finding.rule.as_str(),
+            finding.message
+        );
+    }
+    let repairable = plan.repairs.len();
+    println!(
+        "\n{} finding(s); {repairable} Savepoint(s) the reconciler would repair",
+        plan.findings.len()
+    );
+}
+
+/// Runs `audit`; `Ok(true)` when nothing was found.
+pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
+    let policy = args.policy.policy();
+    let mut index = Index::new(policy.locations.clone(), Duration::ZERO);
+    let mut records = match &args.state {
+        Some(dir) => from_dir(dir, &mut index)?,
+        None => from_cluster(&mut index).await?,
+    };
+    records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let plan = plan(&records, &index, &policy);
+    match args.output {
+        OutputFormat::Table => print_table(&plan),
+        OutputFormat::Json => {
+            let counts: serde_json::Map<String, serde_json::Value> = count_by_rule(&plan.findings)
+                .into_iter()
+                .map(|(rule, count)| (rule.as_str().to_string(), count.into()))
+                .collect();
+            let out = serde_json::json!({
+                "savepoints": records.len(),
+                "findings": plan.findings,
+                "countsByRule": counts,
+                "repairable": plan.repairs.len(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+    }
+    Ok(plan.findings.is_empty())
+}

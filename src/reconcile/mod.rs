@@ -1,0 +1,8 @@
+//! Convergence beyond admission: [`plan`] finds what breaks the contract among stored
+//! Savepoints and the repairs that fix it; [`runner`] applies them on the one replica that
+//! holds the [`lease`]; the `audit` command prints the same findings.
+
+pub mod lease;
+pub mod plan;
+pub mod records;
+pub mod runner;

@@ -1,0 +1,122 @@
+//! What the reconciler and the audit know of each stored Savepoint: [`SavepointRecord`],
+//! kept in a [`RecordStore`] fed by the same watch as the admission index.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+
+use crate::resources::SPEC_VERSION_ANNOTATION;
+
+/// The fields of a stored Savepoint that convergence rules read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SavepointRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.uid` (empty for manifests on disk).
+    pub uid: String,
+    /// `metadata.resourceVersion`, the precondition of a repair.
+    pub resource_version: String,
+    /// Whether `metadata.annotations` exists at all.
+    pub has_annotations: bool,
+    /// `metadata.creationTimestamp` in seconds since the epoch, if set.
+    pub created: Option<i64>,
+    /// `spec.savepointLocation` as written.
+    pub location: Option<String>,
+    /// `spec.origin`.
+    pub origin: Option<String>,
+    /// The spec-version annotation.
+    pub spec_version: Option<String>,
+    /// `spec.deploymentName`.
+    pub deployment_name: Option<String>,
+    /// `spec.deploymentId`.
+    pub deployment_id: Option<String>,
+    /// `status.state`.
+    pub state: Option<String>,
+}
+
+fn str_at(value: Option<&Value>, key: &str) -> Option<String> {
+    value?.get(key)?.as_str().map(str::to_string)
+}
+
+impl SavepointRecord {
+    /// Extracts the record from a whole Savepoint object (a manifest, or an API object
+    /// as JSON).
+    pub fn from_object(object: &Value) -> Option<Self> {
+        let metadata: ObjectMeta = serde_json::from_value(object.get("metadata")?.clone()).ok()?;
+        Self::from_parts(&metadata, object)
+    }
+
+    /// Extracts the record from typed metadata and the rest of the object (`spec`, `status`).
+    pub fn from_parts(metadata: &ObjectMeta, rest: &Value) -> Option<Self> {
+        let spec = rest.get("spec");
+        Some(Self {
+            namespace: metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: metadata.name.clone()?,
+            uid: metadata.uid.clone().unwrap_or_default(),
+            resource_version: metadata.resource_version.clone().unwrap_or_default(),
+            has_annotations: metadata.annotations.is_some(),
+            created: metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+            location: str_at(spec, "savepointLocation"),
+            origin: str_at(spec, "origin"),
+            spec_version: metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SPEC_VERSION_ANNOTATION))
+                .cloned(),
+            deployment_name: str_at(spec, "deploymentName"),
+            deployment_id: str_at(spec, "deploymentId"),
+            state: str_at(rest.get("status"), "state"),
+        })
+    }
+}
+
+/// Every stored Savepoint's record, by namespace and name.
+#[derive(Clone, Debug, Default)]
+pub struct RecordStore {
+    records: Arc<RwLock<HashMap<(String, String), SavepointRecord>>>,
+}
+
+impl RecordStore {
+    /// Adds or replaces a record.
+    pub fn apply(&self, record: SavepointRecord) {
+        let key = (record.namespace.clone(), record.name.clone());
+        self.write().insert(key, record);
+    }
+
+    /// Removes a record.
+    pub fn delete(&self, namespace: &str, name: &str) {
+        self.write()
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Replaces every record (after a full list).
+    pub fn reset(&self, all: Vec<SavepointRecord>) {
+        let mut records = self.write();
+        records.clear();
+        for record in all {
+            records.insert((record.namespace.clone(), record.name.clone()), record);
+        }
+    }
+
+    /// A copy of every record, sorted by namespace and name.
+    pub fn snapshot(&self) -> Vec<SavepointRecord> {
+        let records = self.records.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<SavepointRecord> = records.values().cloned().collect();
+        all.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        all
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), SavepointRecord>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

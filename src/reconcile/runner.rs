@@ -1,0 +1,202 @@
+//! The reconcile loop: [`Reconciler::run`] plans a pass every interval on every replica
+//! (so each exports the audit gauge) and, on the leader only, applies the repairs. Each
+//! repair is a JSON Patch whose first operation tests `metadata.resourceVersion`, so a
+//! concurrent change is never clobbered: the repair fails and the next pass re-plans.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{PatchOperation, TestOperation};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use super::plan::{Plan, Repair, plan};
+use super::records::RecordStore;
+use crate::admission::Policy;
+use crate::index::Index;
+use crate::metrics::{AuditFindings, ReconcileMetrics, RepairLabels};
+use crate::readiness::Readiness;
+use crate::resources::{GROUP, Savepoint, VERSION};
+
+/// Repairs applied at once.
+const CONCURRENT_REPAIRS: usize = 8;
+
+/// Everything one reconcile loop needs.
+pub struct Reconciler {
+    /// Client for patches and Events.
+    pub client: Client,
+    /// The admission index (Deployments are read from it).
+    pub index: Arc<RwLock<Index>>,
+    /// Stored Savepoints.
+    pub records: RecordStore,
+    /// Decision settings (location rules, scope).
+    pub policy: Arc<Policy>,
+    /// True while this replica holds the Lease.
+    pub leader: Arc<AtomicBool>,
+    /// Whether the watches have synced.
+    pub readiness: Arc<Readiness>,
+    /// Time between passes.
+    pub interval: Duration,
+    /// This replica's identity, for Events.
+    pub identity: String,
+    /// Repair counters.
+    pub metrics: ReconcileMetrics,
+    /// Findings by rule, exported as a gauge.
+    pub findings: AuditFindings,
+}
+
+/// Outcome of one repair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepairResult {
+    /// Patched.
+    Applied,
+    /// The object changed since it was read; the next pass re-plans.
+    Conflict,
+    /// The API refused or could not be reached.
+    Failed,
+}
+
+impl RepairResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            RepairResult::Applied => "applied",
+            RepairResult::Conflict => "conflict",
+            RepairResult::Failed => "failed",
+        }
+    }
+}
+
+impl Reconciler {
+    /// Plans the current state.
+    pub fn plan_now(&self) -> Plan {
+        let records = self.records.snapshot();
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        plan(&records, &index, &self.policy)
+    }
+
+    /// Runs passes until the process stops.
+    pub async fn run(self) {
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: "savepoint-webhook".into(),
+                instance: Some(self.identity.clone()),
+            },
+        );
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if !self.readiness.synced() {
+                continue;
+            }
+            let plan = self.plan_now();
+            self.findings.set(&plan.findings);
+            if !self.leader.load(Ordering::Acquire) || plan.repairs.is_empty() {
+                continue;
+            }
+            tracing::info!(
+                repairs = plan.repairs.len(),
+                findings = plan.findings.len(),
+                "reconciling"
+            );
+            let repairs = plan.repairs.into_iter().map(|repair| {
+                let (client, recorder) = (self.client.clone(), recorder.clone());
+                async move {
+                    let result = apply(client, &recorder, &repair).await;
+                    (repair, result)
+                }
+            });
+            let results: Vec<(Repair, RepairResult)> = futures::stream::iter(repairs)
+                .buffer_unordered(CONCURRENT_REPAIRS)
+                .collect()
+                .await;
+            for (repair, result) in &results {
+                for rule in &repair.rules {
+                    self.metrics
+                        .repairs
+                        .get_or_create(&RepairLabels {
+                            rule: rule.as_str(),
+                            result: result.as_str(),
+                        })
+                        .inc();
+                }
+            }
+        }
+    }
+}
+
+/// The JSON Patch of a repair, its precondition first.
+pub fn repair_patch(repair: &Repair) -> json_patch::Patch {
+    let mut ops = vec![PatchOperation::Test(TestOperation {
+        path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+        value: repair.resource_version.clone().into(),
+    })];
+    ops.extend(repair.ops.iter().cloned());
+    json_patch::Patch(ops)
+}
+
+async fn apply(client: Client, recorder: &Recorder, repair: &Repair) -> RepairResult {
+    let patch = repair_patch(repair);
+    let namespaced: Api<DynamicObject> = Api::namespaced_with(
+        client,
+        &repair.namespace,
+        &ApiResource::erase::<Savepoint>(&()),
+    );
+    match namespaced
+        .patch(
+            &repair.name,
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(object) => {
+            let reference = ObjectReference {
+                api_version: Some(format!("{GROUP}/{VERSION}")),
+                kind: Some("Savepoint".into()),
+                name: Some(repair.name.clone()),
+                namespace: Some(repair.namespace.clone()),
+                uid: object.metadata.uid.clone(),
+                resource_version: object.metadata.resource_version.clone(),
+                ..ObjectReference::default()
+            };
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "Repaired".into(),
+                note: Some(truncate(&repair.note, 1000)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %err, savepoint = %repair.name, "cannot record the repair Event");
+            }
+            tracing::info!(namespace = %repair.namespace, name = %repair.name, note = %repair.note, "repaired");
+            RepairResult::Applied
+        }
+        Err(kube::Error::Api(status)) if matches!(status.code, 409 | 422) => {
+            tracing::info!(namespace = %repair.namespace, name = %repair.name, "changed since read; re-planning next pass");
+            RepairResult::Conflict
+        }
+        Err(err) => {
+            tracing::warn!(namespace = %repair.namespace, name = %repair.name, error = %err, "repair failed");
+            RepairResult::Failed
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
