@@ -28,7 +28,9 @@ use serde_json::json;
 /// (the webhook must have seen them all before a case relies on them).
 struct Env {
     cluster: Cluster,
+    /// Dropped before `cp`: its log lives in the control plane's directory.
     webhook: Webhook,
+    cp: ControlPlane,
     deployments: u64,
     started: Instant,
 }
@@ -140,6 +142,7 @@ async fn savepoints_through_a_real_api_server() {
     let mut env = Env {
         cluster,
         webhook,
+        cp,
         deployments: 1,
         started,
     };
@@ -198,6 +201,10 @@ async fn savepoints_through_a_real_api_server() {
     case!(
         "a refused create leaves no reference behind",
         refused_create_holds_nothing
+    );
+    case!(
+        "after an API server restart the webhook's watches resume",
+        apiserver_restart
     );
     case!(
         "webhook down with failurePolicy Fail: refused; after a restart: admitted",
@@ -985,6 +992,52 @@ async fn refused_create_holds_nothing(env: &mut Env) {
         wrong.is_empty(),
         "locations only refused creates named were treated as referenced:\n{}",
         wrong.join("\n")
+    );
+}
+
+async fn apiserver_restart(env: &mut Env) {
+    env.step("restarting kube-apiserver (etcd keeps the data)");
+    env.cp.stop_apiserver();
+    tokio::task::block_in_place(|| env.cp.start_apiserver());
+
+    env.step("a Deployment created after the restart reaches the webhook");
+    let ns = "after-restart";
+    env.cluster.create_namespace(ns).await;
+    env.cluster
+        .create_deployment(mk_deployment(ns, "app", Some("8")))
+        .await;
+    env.deployments += 1;
+    // The watches reconnect with kube's backoff (0.8 s doubling, jittered), which may
+    // have grown while the API server was down.
+    let waited = Instant::now();
+    env.webhook
+        .wait_index_within("deployments", env.deployments, Duration::from_secs(60))
+        .await;
+    env.step(&format!(
+        "the webhook saw it {:.1}s after the API server was back",
+        waited.elapsed().as_secs_f64()
+    ));
+
+    env.step("a Savepoint created after the restart reaches the webhook");
+    let location = "s3://flink-state/savepoints/savepoint-ab0ab0-000000000001";
+    let savepoints = common::index_entries(&env.webhook.metrics().await, "savepoints")
+        .expect("the webhook reports its Savepoint index size");
+    let reply = env
+        .cluster
+        .create_savepoint(&mk_savepoint(ns, "first", "app", location), false)
+        .await;
+    assert_eq!(
+        annotation(&reply.savepoint("first after restart")),
+        Some("8")
+    );
+    env.webhook.wait_index("savepoints", savepoints + 1).await;
+    let reply = env
+        .cluster
+        .create_savepoint(&mk_savepoint(ns, "second", "app", location), false)
+        .await;
+    assert_eq!(
+        reply.savepoint("second after restart").spec.origin,
+        Some(Origin::Copied)
     );
 }
 

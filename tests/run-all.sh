@@ -31,8 +31,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets --features e2e -- -D warnings"
 cargo clippy --all-targets --features e2e -- -D warnings
 
-step "cargo test --all-targets --features e2e"
-cargo test --all-targets --features e2e
+step "cargo test --all-targets --features e2e --no-fail-fast"
+cargo test --all-targets --features e2e --no-fail-fast
 
 current=""
 printf '\n==> run-all: all steps passed in %d s\n' "$((SECONDS - started))" >&2

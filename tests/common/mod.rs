@@ -116,6 +116,17 @@ impl Webhook {
     /// Starts the webhook on `port` with the `certs`, logging to `log`, and waits until
     /// GET /readyz answers 200 (its indexes have synced).
     pub async fn start(kubeconfig: &Path, certs: &Certs, port: u16, log: PathBuf) -> Webhook {
+        Self::start_with(kubeconfig, certs, port, log, &[]).await
+    }
+
+    /// Like [`Webhook::start`], with `extra` flags after the defaults.
+    pub async fn start_with(
+        kubeconfig: &Path,
+        certs: &Certs,
+        port: u16,
+        log: PathBuf,
+        extra: &[&str],
+    ) -> Webhook {
         install_crypto_provider();
         let ca = reqwest::Certificate::from_pem(&certs.ca_pem()).expect("ca.crt is PEM");
         let http = reqwest::Client::builder()
@@ -134,6 +145,10 @@ impl Webhook {
             "--tls-key".into(),
             certs.dir.path().join("tls.key").into(),
         ];
+        let args: Vec<OsString> = args
+            .into_iter()
+            .chain(extra.iter().map(OsString::from))
+            .collect();
         let mut webhook = Webhook {
             port,
             args,
@@ -229,7 +244,13 @@ impl Webhook {
     /// Waits until the webhook's index holds at least `count` entries of `kind`
     /// (`deployments`, `savepoints`, ...), as reported by /metrics.
     pub async fn wait_index(&self, kind: &str, count: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_index_within(kind, count, Duration::from_secs(20))
+            .await;
+    }
+
+    /// [`Webhook::wait_index`] with a deadline of `timeout`.
+    pub async fn wait_index_within(&self, kind: &str, count: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         loop {
             let text = self.metrics().await;
             let seen = index_entries(&text, kind);
@@ -238,7 +259,7 @@ impl Webhook {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "the webhook's index has {seen:?} {kind}, expected at least {count}; metrics:\n{}",
+                    "the webhook's index has {seen:?} {kind} after {timeout:?}, expected at least {count}; metrics:\n{}",
                     text.lines()
                         .filter(|l| l.contains("index_entries"))
                         .collect::<Vec<_>>()
