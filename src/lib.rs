@@ -20,3 +20,4 @@ pub mod reconcile;
 pub mod resources;
 pub mod server;
 pub mod state;
+pub mod verify;

@@ -68,6 +68,8 @@ pub enum Reason {
     DeploymentUnversioned,
     /// The webhook cannot decide: its view of the cluster is not ready.
     Unavailable,
+    /// The location holds no Flink savepoint (location verification in `deny` mode).
+    LocationRefused,
 }
 
 impl Reason {
@@ -84,6 +86,7 @@ impl Reason {
             Reason::DeploymentMismatch => "deployment_mismatch",
             Reason::DeploymentUnversioned => "deployment_unversioned",
             Reason::Unavailable => "unavailable",
+            Reason::LocationRefused => "location_refused",
         }
     }
 }

@@ -1,0 +1,374 @@
+//! Location verification at admission: does a new Savepoint's location hold a Flink
+//! savepoint? The webhook reads what Flink itself reads, the first 16 bytes of
+//! `LOCATION/_metadata` (magic number, format version, checkpoint id).
+//!
+//! - [`header`] parses those bytes and [`outcome`] maps the result to a decision under a
+//!   [`Mode`]; [`target`] maps a location to the store and key to read. All three are pure.
+//! - [`store`] does the I/O through `object_store`, with clients built from the webhook's
+//!   own flags and environment (never from the manifest).
+//! - [`Verifier`] bounds each check by a budget, caches outcomes per normalized location
+//!   (verified for long, anything else briefly) and coalesces concurrent checks of one
+//!   location into one read.
+
+pub mod args;
+pub mod header;
+pub mod outcome;
+pub mod store;
+pub mod target;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use crate::admission::decode::Request;
+use crate::admission::location::{Location, LocationRules};
+use crate::admission::validate::spec_str;
+use crate::admission::{Decision, is_savepoint};
+use crate::metrics::{LocationCheckLabels, LocationCheckMetrics};
+
+pub use args::VerifyArgs;
+pub use outcome::{Mode, Outcome, Verdict, apply, verdict};
+pub use store::{S3Addressing, StoreSettings};
+pub use target::{Target, TargetRules};
+
+/// Longest margin kept between the end of a check and the API server's deadline.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// Most cached outcomes; expired ones are dropped first when it is reached.
+const MAX_CACHED: usize = 10_000;
+
+/// Settings of location verification.
+#[derive(Clone, Debug)]
+pub struct VerifyConfig {
+    /// What outcomes do to decisions.
+    pub mode: Mode,
+    /// Longest time one check may take.
+    pub timeout: Duration,
+    /// How long a verified outcome is reused.
+    pub verified_ttl: Duration,
+    /// How long any other outcome is reused.
+    pub failure_ttl: Duration,
+    /// Directories `file` locations may be read under.
+    pub file_roots: Vec<PathBuf>,
+    /// Object store settings.
+    pub stores: StoreSettings,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Warn,
+            timeout: Duration::from_secs(2),
+            verified_ttl: Duration::from_secs(600),
+            failure_ttl: Duration::from_secs(10),
+            file_roots: Vec::new(),
+            stores: StoreSettings::default(),
+        }
+    }
+}
+
+/// Why verification cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A file root cannot be resolved.
+    #[error("--verify-file-root {path}: {source}")]
+    FileRoot {
+        /// The root as given.
+        path: PathBuf,
+        /// Why it cannot be resolved.
+        source: std::io::Error,
+    },
+    /// A file root is not a directory.
+    #[error("--verify-file-root {0}: not a directory")]
+    NotADirectory(PathBuf),
+}
+
+/// How a check got its outcome; the `source` label of the check metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A cached outcome.
+    Cache,
+    /// This check read the store.
+    Read,
+    /// This check waited for a read another check had started.
+    Coalesced,
+}
+
+impl Source {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Read => "read",
+            Source::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// The outcome of one check, and how it was obtained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// What was found.
+    pub outcome: Outcome,
+    /// Where the answer came from.
+    pub source: Source,
+}
+
+type SharedRead = Shared<BoxFuture<'static, Outcome>>;
+
+enum Entry {
+    Done { outcome: Outcome, until: Instant },
+    Pending(SharedRead),
+}
+
+struct Inner {
+    config: VerifyConfig,
+    rules: TargetRules,
+    stores: store::Stores,
+    cache: Mutex<HashMap<String, Entry>>,
+    metrics: OnceLock<LocationCheckMetrics>,
+}
+
+/// Checks locations with a budget, a cache and one read per location at a time. Cheap
+/// to clone; clones share the cache.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier with `config`; resolves the file roots, which must exist.
+    pub fn new(config: VerifyConfig) -> Result<Self, VerifyError> {
+        let mut given = Vec::new();
+        let mut canonical = Vec::new();
+        for root in &config.file_roots {
+            let absolute = std::path::absolute(root).map_err(|source| VerifyError::FileRoot {
+                path: root.clone(),
+                source,
+            })?;
+            let resolved =
+                std::fs::canonicalize(&absolute).map_err(|source| VerifyError::FileRoot {
+                    path: root.clone(),
+                    source,
+                })?;
+            if !resolved.is_dir() {
+                return Err(VerifyError::NotADirectory(root.clone()));
+            }
+            given.push(absolute);
+            canonical.push(resolved);
+        }
+        let rules = TargetRules {
+            file_roots: given.into_iter().chain(canonical.iter().cloned()).collect(),
+            azure_account: store::azure_account_from_env(),
+            s3_virtual_hosted: config.stores.s3_addressing == S3Addressing::VirtualHosted,
+        };
+        let mut settings = config.stores.clone();
+        settings.timeout = config.timeout;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                stores: store::Stores::new(settings, canonical),
+                rules,
+                config,
+                cache: Mutex::new(HashMap::new()),
+                metrics: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Counts checks and times reads in `metrics` (for this verifier and its clones).
+    pub fn with_metrics(self, metrics: LocationCheckMetrics) -> Self {
+        let _ = self.inner.metrics.set(metrics);
+        self
+    }
+
+    /// The configured mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.config.mode
+    }
+
+    /// The time a check may take when `remaining` is left before the caller's deadline:
+    /// the configured timeout, but never closer to the deadline than a margin (half of
+    /// what remains, at most [`DEADLINE_MARGIN`]).
+    pub fn budget(&self, remaining: Duration) -> Duration {
+        let margin = (remaining / 2).min(DEADLINE_MARGIN);
+        self.inner
+            .config
+            .timeout
+            .min(remaining.saturating_sub(margin))
+    }
+
+    /// Checks `location` within `budget`. A cached outcome is returned at once; otherwise
+    /// one read per location runs (at most the configured timeout) and every concurrent
+    /// check of that location waits for it. Past `budget` the outcome is "could not
+    /// check: timed out"; the read goes on and its outcome is cached for the next check.
+    pub async fn check(&self, location: &Location, budget: Duration) -> Checked {
+        let key = location.to_string();
+        let (read, source) = {
+            let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(&key) {
+                Some(Entry::Done { outcome, until }) if *until > Instant::now() => {
+                    let checked = Checked {
+                        outcome: outcome.clone(),
+                        source: Source::Cache,
+                    };
+                    drop(cache);
+                    self.count(&checked);
+                    return checked;
+                }
+                Some(Entry::Pending(read)) => (read.clone(), Source::Coalesced),
+                _ => {
+                    let read = self.start_read(key.clone(), location.clone());
+                    if cache.len() >= MAX_CACHED {
+                        prune(&mut cache);
+                    }
+                    cache.insert(key, Entry::Pending(read.clone()));
+                    (read, Source::Read)
+                }
+            }
+        };
+        let outcome = match tokio::time::timeout(budget, read).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::could_not_check(format!(
+                "timed out after {} waiting for the store",
+                fmt_duration(budget)
+            )),
+        };
+        let checked = Checked { outcome, source };
+        self.count(&checked);
+        checked
+    }
+
+    /// Spawns the one read of `location`; it caches its own outcome when done.
+    fn start_read(&self, key: String, location: Location) -> SharedRead {
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let timeout = inner.config.timeout;
+            let outcome = match tokio::time::timeout(timeout, read(&inner, &location)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Outcome::could_not_check(format!(
+                    "timed out after {}: the store did not answer",
+                    fmt_duration(timeout)
+                )),
+            };
+            if let Some(metrics) = inner.metrics.get() {
+                metrics.duration.observe(started.elapsed().as_secs_f64());
+            }
+            let ttl = if outcome.is_verified() {
+                inner.config.verified_ttl
+            } else {
+                inner.config.failure_ttl
+            };
+            let mut cache = inner.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.insert(
+                key,
+                Entry::Done {
+                    outcome: outcome.clone(),
+                    until: Instant::now() + ttl,
+                },
+            );
+            outcome
+        });
+        task.map(|joined| {
+            joined.unwrap_or_else(|e| Outcome::could_not_check(format!("internal error: {e}")))
+        })
+        .boxed()
+        .shared()
+    }
+
+    fn count(&self, checked: &Checked) {
+        if let Some(metrics) = self.inner.metrics.get() {
+            metrics
+                .checks
+                .get_or_create(&LocationCheckLabels {
+                    outcome: checked.outcome.label(),
+                    source: checked.source.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// Checks the location of a Savepoint CREATE (the final object, as `/validate` sees
+    /// it); `None` when checking is off or the request is not one, or its location does
+    /// not parse (validation refuses that on its own).
+    pub async fn check_request(
+        &self,
+        request: &Request,
+        rules: &LocationRules,
+        budget: Duration,
+    ) -> Option<(Location, Checked)> {
+        let location = location_to_check(self.mode(), request, rules)?;
+        let checked = self.check(&location, budget).await;
+        Some((location, checked))
+    }
+
+    /// Applies a check's outcome to a decision under the configured mode.
+    pub fn judge(&self, decision: Decision, checked: Option<&(Location, Checked)>) -> Decision {
+        match checked {
+            Some((location, checked)) => apply(
+                decision,
+                verdict(self.mode(), &checked.outcome, &location.to_string()),
+            ),
+            None => decision,
+        }
+    }
+}
+
+/// The location a request asks to verify under `mode`: that of a Savepoint CREATE, when it
+/// parses.
+pub fn location_to_check(mode: Mode, request: &Request, rules: &LocationRules) -> Option<Location> {
+    if mode == Mode::Off || !is_savepoint(request) || request.operation != "CREATE" {
+        return None;
+    }
+    let object = request.object.as_ref()?;
+    Location::parse(spec_str(object, "savepointLocation")?, rules).ok()
+}
+
+/// Reads and judges the header of `location`'s `_metadata`.
+async fn read(inner: &Inner, location: &Location) -> Outcome {
+    let target = match target::target(location, &inner.rules) {
+        Ok(target) => target,
+        Err(why) => return Outcome::could_not_check(why),
+    };
+    match inner.stores.read_header(&target).await {
+        Ok(bytes) => Outcome::from_header(header::parse(&bytes), target::directory_name(location)),
+        Err(store::ReadError::Missing) => Outcome::Missing,
+        Err(store::ReadError::Failed(why)) => Outcome::could_not_check(why),
+    }
+}
+
+/// Drops expired outcomes; when none were, drops all settled ones.
+fn prune(cache: &mut HashMap<String, Entry>) {
+    let now = Instant::now();
+    cache.retain(|_, entry| match entry {
+        Entry::Done { until, .. } => *until > now,
+        Entry::Pending(_) => true,
+    });
+    if cache.len() >= MAX_CACHED {
+        cache.retain(|_, entry| matches!(entry, Entry::Pending(_)));
+    }
+}
+
+/// `2s`, `1500ms`.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests;
