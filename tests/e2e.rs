@@ -5,8 +5,15 @@
 //!
 //! Run with `tests/run-all.sh`, or after `eval "$(tests/provision.sh --print-env)"` with
 //! `cargo test --features e2e --test e2e`. One control plane serves every case, each in
-//! its own namespace; a failed case is reported with the webhook's log tail and the
-//! remaining cases still run.
+//! its own namespace; a failed case is reported with the webhook's log lines written
+//! during it, and the remaining cases still run. Set
+//! `SAVEPOINT_WEBHOOK_KEEP_CONTROL_PLANE_DIR=1` to keep the logs of etcd, kube-apiserver
+//! and the webhook (the path is printed at the end).
+//!
+//! The webhook runs as the ServiceAccount of `deploy/base` (impersonated, with
+//! `deploy/base/rbac.yaml` applied) and is registered with `deploy/base/webhooks.yaml`,
+//! only `clientConfig` swapped for `https://127.0.0.1:PORT` and the caBundle printed by
+//! its own `certs` command.
 
 mod common;
 
@@ -212,6 +219,8 @@ async fn savepoints_through_a_real_api_server() {
     );
 
     env.step("done");
+    // Each failed case already printed its part of the webhook's log.
+    drop(env);
     if !failures.is_empty() {
         panic!(
             "{} e2e case(s) failed:\n  - {}",
@@ -259,7 +268,11 @@ async fn run_case(
             eprintln!(
                 "e2e FAILED {name}: {message}\nwebhook log during the case ({}):\n{}",
                 log.display(),
-                during.join("\n")
+                if during.is_empty() {
+                    "(nothing)".to_string()
+                } else {
+                    during.join("\n")
+                }
             );
             failures.push(format!("{name}: {message}"));
         }
