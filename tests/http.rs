@@ -66,6 +66,7 @@ impl TestServer {
             metrics,
             registry: Arc::new(registry),
             limits: limits.clone(),
+            verifier: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -320,4 +321,50 @@ async fn a_client_without_the_ca_is_refused_the_handshake() {
         .unwrap_err();
     assert!(err.is_connect(), "{err:?}");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(Limits::default(), true).await;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca =
+        savepoint_webhook::server::tls::parse_certs("ca.crt".as_ref(), server.ca_pem.as_bytes())
+            .unwrap();
+    roots.add(ca[0].clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+
+    let body = fixture("savepoint-create.json");
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body[..body.len() / 2]).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (addr, stopping) = (server.addr, tokio::spawn(server.stop()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections once shutdown has begun"
+    );
+    tls.write_all(&body[body.len() / 2..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("d81cc643-c6b4-4e2b-a381-04dcf48d5e02"),
+        "{answer}"
+    );
+    stopping.await.unwrap();
 }
