@@ -290,8 +290,8 @@ pub fn request_name(request: &Request) -> String {
     }
 }
 
-/// Runs a decision at `now`, recording its hold in the index unless it is a dry run:
-/// the one place a decision changes state.
+/// `/mutate` at `now`, recording its hold tentatively unless it is a dry run: until
+/// `/validate` confirms it, the create may still be refused by the API server.
 pub fn mutate_and_hold(
     request: &Request,
     index: &mut Index,
@@ -300,7 +300,38 @@ pub fn mutate_and_hold(
 ) -> Decision {
     let decision = mutate(request, index, policy, now);
     if let Some(hold) = &decision.hold {
-        index.hold(&hold.location, &hold.namespace, &hold.name, now);
+        index.hold(&hold.location, &hold.namespace, &hold.name, true, now);
+    }
+    decision
+}
+
+/// `/validate` at `now`, confirming the hold of an admitted, non-dry-run CREATE: it is
+/// the last step before the object is stored.
+pub fn validate_and_confirm(
+    request: &Request,
+    index: &mut Index,
+    policy: &Policy,
+    now: Instant,
+) -> Decision {
+    let decision = validate(request, index, policy);
+    let confirm = decision.allowed
+        && decision.reason == Reason::Allowed
+        && request.operation == "CREATE"
+        && !request.is_dry_run();
+    let location = request
+        .object
+        .as_ref()
+        .and_then(|o| validate::spec_str(o, "savepointLocation"))
+        .and_then(|raw| location::Location::parse(raw, &policy.locations).ok());
+    if confirm && let Some(location) = location {
+        let name = request_name(request);
+        index.hold(
+            &location.to_string(),
+            request_namespace(request),
+            &name,
+            false,
+            now,
+        );
     }
     decision
 }

@@ -603,3 +603,45 @@ fn response_carries_base64_patch_and_status() {
     assert_eq!(denied["response"]["status"]["code"], 422);
     assert!(denied["response"].get("patch").is_none());
 }
+
+#[test]
+fn an_invalid_name_is_refused_before_anything_is_held() {
+    let mut object = mk_savepoint(good_spec());
+    object["metadata"]["name"] = "Not_A_Name".into();
+    let mut index = mk_index();
+    let decision = mutate_and_hold(
+        &mk_request("CREATE", object, None),
+        &mut index,
+        &Policy::default(),
+        Instant::now(),
+    );
+    assert!(
+        decision
+            .message
+            .unwrap()
+            .contains("metadata.name: \"Not_A_Name\" is not a valid name")
+    );
+    assert_eq!(index.sizes().provisional, 0);
+}
+
+#[test]
+fn validate_confirms_the_hold_of_an_admitted_create() {
+    let mut index = Index::new(LocationRules::default(), Duration::from_secs(600));
+    index.apply_deployment(mk_deployment("top-speed-windowing", UID, Some("3")));
+    let now = Instant::now();
+    let request = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    mutate_and_hold(&request, &mut index, &Policy::default(), now);
+    let location = "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab";
+    assert!(
+        index
+            .holders(location, now + crate::index::TENTATIVE_TTL)
+            .is_empty()
+    );
+    assert!(validate_and_confirm(&request, &mut index, &Policy::default(), now).allowed);
+    assert_eq!(
+        index
+            .holders(location, now + Duration::from_secs(599))
+            .len(),
+        1
+    );
+}

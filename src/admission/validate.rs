@@ -95,6 +95,15 @@ pub const IMMUTABLE_FIELDS: &[&str] = &[
 /// Checks every field rule of the contract and returns all violations.
 pub fn validate_object(object: &ObjectView, rules: &LocationRules) -> Vec<Violation> {
     let mut out = Vec::new();
+    if let Some(name) = object.metadata.name.as_deref().filter(|n| !n.is_empty())
+        && !is_dns_subdomain(name)
+    {
+        out.push(Violation::new(
+            "metadata.name",
+            Some(&Value::String(name.to_string())),
+            "is not a valid name; expected a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters",
+        ));
+    }
     if let Some(annotations) = &object.metadata.annotations
         && let Some(version) = annotations.get(SPEC_VERSION_ANNOTATION)
         && parse_spec_version(version).is_none()

@@ -12,6 +12,10 @@ pub use facts::{DeploymentFacts, SavepointFacts};
 
 use crate::admission::location::{Location, LocationRules};
 
+/// Longest life of a hold `/validate` has not confirmed: the longest admission webhook
+/// timeout the API server allows, so a create refused after `/mutate` stops counting soon.
+pub const TENTATIVE_TTL: Duration = Duration::from_secs(30);
+
 /// Namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -205,10 +209,16 @@ impl Index {
     }
 
     /// Every Savepoint holding the normalized `location` at `now`, confirmed or provisional.
+    /// A provisional hold is ignored once the watch shows its holder at another location
+    /// (the create it stood for was refused, e.g. because the name was taken).
     pub fn holders(&self, location: &str, now: Instant) -> Vec<&ObjectKey> {
         let mut out: Vec<&ObjectKey> = self.locations.get(location).into_iter().flatten().collect();
         for hold in self.provisional.get(location).into_iter().flatten() {
-            if hold.expires > now && !out.contains(&&hold.holder) {
+            let stored_elsewhere = self
+                .savepoint_locations
+                .get(&hold.holder)
+                .is_some_and(|stored| stored.as_ref() != location);
+            if hold.expires > now && !stored_elsewhere && !out.contains(&&hold.holder) {
                 out.push(&hold.holder);
             }
         }
@@ -216,17 +226,32 @@ impl Index {
     }
 
     /// Records that `namespace/name` was just admitted holding the normalized `location`,
-    /// so it counts as referenced until the watch shows it or the hold expires.
-    pub fn hold(&mut self, location: &str, namespace: &str, name: &str, now: Instant) {
+    /// so it counts as referenced until the watch shows it or the hold expires. A
+    /// `tentative` hold (from `/mutate`, before the API server has checked the name and
+    /// schema) lives at most [`TENTATIVE_TTL`]; a confirmed one (from `/validate`, the
+    /// last step before storage) lives the full provisional TTL.
+    pub fn hold(
+        &mut self,
+        location: &str,
+        namespace: &str,
+        name: &str,
+        tentative: bool,
+        now: Instant,
+    ) {
         let holder = self.key(namespace, name);
         if self.savepoint_locations.get(&holder).map(|l| l.as_ref()) == Some(location) {
             return;
         }
         self.expire(now);
-        let expires = now + self.provisional_ttl;
+        let ttl = if tentative {
+            self.provisional_ttl.min(TENTATIVE_TTL)
+        } else {
+            self.provisional_ttl
+        };
+        let expires = now + ttl;
         let holds = self.provisional.entry(location.into()).or_default();
         match holds.iter_mut().find(|hold| hold.holder == holder) {
-            Some(hold) => hold.expires = expires,
+            Some(hold) => hold.expires = hold.expires.max(expires),
             None => holds.push(Provisional { holder, expires }),
         }
     }

@@ -111,14 +111,14 @@ fn deployments_by_name_and_uid_follow_updates() {
 fn provisional_holds_count_until_confirmed_or_expired() {
     let mut index = mk_index();
     let now = Instant::now();
-    index.hold("s3://b/p", "a", "fresh", now);
+    index.hold("s3://b/p", "a", "fresh", false, now);
     assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
     assert_eq!(index.sizes().provisional, 1);
     index.apply_savepoint(&mk_savepoint("a", "fresh", "s3://b/p"));
     assert_eq!(index.sizes().provisional, 0, "the watch confirmed the hold");
     assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
 
-    index.hold("s3://b/q", "a", "refused-later", now);
+    index.hold("s3://b/q", "a", "refused-later", false, now);
     assert_eq!(
         holder_names(&index, "s3://b/q", now + TTL / 2),
         ["a/refused-later"]
@@ -135,7 +135,41 @@ fn provisional_holds_count_until_confirmed_or_expired() {
 fn reset_keeps_provisional_holds() {
     let mut index = mk_index();
     let now = Instant::now();
-    index.hold("s3://b/p", "a", "fresh", now);
+    index.hold("s3://b/p", "a", "fresh", false, now);
     index.reset_savepoints(&[]);
     assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
+}
+
+#[test]
+fn tentative_holds_are_short_and_confirmation_extends_them() {
+    let mut index = Index::new(LocationRules::default(), Duration::from_secs(120));
+    let now = Instant::now();
+    index.hold("s3://b/p", "a", "maybe", true, now);
+    assert!(
+        index.holders("s3://b/p", now + TENTATIVE_TTL).is_empty(),
+        "unconfirmed holds end soon"
+    );
+    index.hold("s3://b/p", "a", "maybe", false, now);
+    assert_eq!(
+        holder_names(&index, "s3://b/p", now + Duration::from_secs(119)),
+        ["a/maybe"]
+    );
+    index.hold("s3://b/p", "a", "maybe", true, now);
+    assert_eq!(
+        holder_names(&index, "s3://b/p", now + Duration::from_secs(119)),
+        ["a/maybe"],
+        "a later tentative hold never shortens a confirmed one"
+    );
+}
+
+#[test]
+fn a_hold_for_a_name_stored_elsewhere_does_not_count() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.apply_savepoint(&mk_savepoint("a", "taken", "s3://b/first"));
+    index.hold("s3://b/second", "a", "taken", false, now);
+    assert!(
+        index.holders("s3://b/second", now).is_empty(),
+        "the create of an existing name was refused; its hold must not count"
+    );
 }

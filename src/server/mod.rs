@@ -298,8 +298,8 @@ fn decide(app: &App, endpoint: Endpoint, request: &decode::Request) -> Decision 
             admission::mutate_and_hold(request, &mut index, &app.policy, now)
         }
         Endpoint::Validate => {
-            let index = app.index.read().unwrap_or_else(|p| p.into_inner());
-            admission::validate(request, &index, &app.policy)
+            let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
+            admission::validate_and_confirm(request, &mut index, &app.policy, now)
         }
     }
 }
