@@ -20,4 +20,5 @@ pub mod reconcile;
 pub mod resources;
 pub mod server;
 pub mod state;
+pub mod text;
 pub mod verify;

@@ -7,6 +7,7 @@
 pub mod decode;
 pub mod location;
 pub mod mutate;
+pub mod patch;
 pub mod response;
 pub mod validate;
 pub mod warnings;

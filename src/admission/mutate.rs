@@ -4,12 +4,11 @@
 
 use std::time::Instant;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
-use serde_json::Value;
+use json_patch::{Patch, PatchOperation};
 
 use super::decode::{ObjectView, Request};
 use super::location::Location;
+use super::patch::{add, replace};
 use super::validate::{render_violations, spec_str, state_str, validate_object};
 use super::{
     Decision, Hold, Policy, Reason, ReferenceScope, is_savepoint, request_name, request_namespace,
@@ -138,22 +137,4 @@ fn annotate(
             Some(_) => {}
         },
     }
-}
-
-fn pointer(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(tokens),
-        value,
-    })
-}
-
-fn replace(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Replace(ReplaceOperation {
-        path: pointer(tokens),
-        value,
-    })
 }

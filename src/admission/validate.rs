@@ -56,16 +56,7 @@ pub fn render_violations(violations: &[Violation]) -> String {
 const MAX_RENDERED_VALUE: usize = 120;
 
 fn render_value(value: &Value) -> String {
-    let mut text = value.to_string();
-    if text.len() > MAX_RENDERED_VALUE {
-        let mut cut = MAX_RENDERED_VALUE;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
+    crate::text::truncate(value.to_string(), MAX_RENDERED_VALUE)
 }
 
 /// Accepted values of `spec.origin`.

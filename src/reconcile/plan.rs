@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use json_patch::PatchOperation;
 use serde::Serialize;
-use serde_json::Value;
 
 use super::records::SavepointRecord;
 use crate::admission::location::Location;
+use crate::admission::patch::{add, replace};
 use crate::admission::{Policy, ReferenceScope, resolve_deployment};
 use crate::index::Index;
 use crate::resources::{RestoreKind, SPEC_VERSION_ANNOTATION};
@@ -114,17 +113,6 @@ pub struct Plan {
     pub repairs: Vec<Repair>,
 }
 
-fn pointer(tokens: &[&str]) -> PointerBuf {
-    PointerBuf::from_tokens(tokens.iter().copied())
-}
-
-fn add(tokens: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: pointer(tokens),
-        value,
-    })
-}
-
 /// Plans one pass over `savepoints` (sorted by namespace and name).
 pub fn plan(savepoints: &[SavepointRecord], index: &Index, policy: &Policy) -> Plan {
     let mut out = Plan::default();
@@ -160,10 +148,7 @@ pub fn plan(savepoints: &[SavepointRecord], index: &Index, policy: &Policy) -> P
                     findings.push(finding(Rule::DuplicateLocation, message.clone()));
                     let path = ["spec", "origin"];
                     ops.push(match record.origin {
-                        Some(_) => PatchOperation::Replace(ReplaceOperation {
-                            path: pointer(&path),
-                            value: "COPIED".into(),
-                        }),
+                        Some(_) => replace(&path, "COPIED".into()),
                         None => add(&path, "COPIED".into()),
                     });
                     notes.push(format!("set spec.origin to COPIED: {message}"));
@@ -337,6 +322,8 @@ pub fn count_by_rule(findings: &[Finding]) -> BTreeMap<Rule, usize> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use serde_json::Value;
 
     use super::*;
     use crate::admission::location::LocationRules;

@@ -169,7 +169,7 @@ async fn apply(client: Client, recorder: &Recorder, repair: &Repair) -> RepairRe
             let event = Event {
                 type_: EventType::Normal,
                 reason: "Repaired".into(),
-                note: Some(truncate(&repair.note, 1000)),
+                note: Some(crate::text::truncate(repair.note.clone(), 1000)),
                 action: "Reconcile".into(),
                 secondary: None,
             };
@@ -188,15 +188,4 @@ async fn apply(client: Client, recorder: &Recorder, repair: &Repair) -> RepairRe
             RepairResult::Failed
         }
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &text[..cut])
 }
