@@ -156,6 +156,9 @@ pub struct ServeArgs {
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Location verification settings.
+    #[command(flatten)]
+    pub verify: crate::verify::VerifyArgs,
 }
 
 /// Admission operation to simulate in `review`.
@@ -188,6 +191,9 @@ pub struct ReviewArgs {
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Location verification settings.
+    #[command(flatten)]
+    pub verify: crate::verify::VerifyArgs,
 }
 
 /// Flags of `certs`.

@@ -12,6 +12,7 @@ use crate::admission::{self, Decision};
 use crate::cli::{Operation, ReviewArgs};
 use crate::index::Index;
 use crate::state::dir::{load_dir, parse_documents};
+use crate::verify::Verifier;
 
 /// What `review` concluded.
 pub enum Outcome {
@@ -117,6 +118,39 @@ fn decide(
     Ok((request, decision, Some(patched)))
 }
 
+/// Checks the location of the final (patched) object, as `/validate` would, prints what
+/// was found to stderr, and applies it to `decision`.
+fn verify_location(
+    verifier: &Verifier,
+    request: &Request,
+    patched: Option<&Value>,
+    policy: &admission::Policy,
+    decision: Decision,
+) -> anyhow::Result<Decision> {
+    let mut final_request = request.clone();
+    if let Some(object) = patched {
+        final_request.object = Some(serde_json::from_value(object.clone())?);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime for location verification")?;
+    let checked = runtime.block_on(verifier.check_request(
+        &final_request,
+        &policy.locations,
+        verifier.budget(Duration::MAX),
+    ));
+    // A read that timed out must not keep the process alive.
+    runtime.shutdown_background();
+    if let Some((location, checked)) = &checked {
+        eprintln!(
+            "location check: {}",
+            checked.outcome.describe(&location.to_string())
+        );
+    }
+    Ok(verifier.judge(decision, checked.as_ref()))
+}
+
 /// Runs `review` and prints the response.
 pub fn run(args: &ReviewArgs) -> anyhow::Result<Outcome> {
     let policy = args.policy.policy();
@@ -132,6 +166,12 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<Outcome> {
         request_for_manifest(&document, args.operation, old.as_ref())?
     };
     let (request, decision, patched) = decide(&review, &index, &policy)?;
+    let decision = match args.verify.verifier()? {
+        Some(verifier) if request.operation == "CREATE" && decision.allowed => {
+            verify_location(&verifier, &request, patched.as_ref(), &policy, decision)?
+        }
+        _ => decision,
+    };
     let mut output = serde_json::to_value(admission::response(&request.uid, &decision))?;
     if let Some(patch) = &decision.patch.as_ref().filter(|_| decision.allowed) {
         output["response"]["patch"] = serde_json::to_value(patch)?;

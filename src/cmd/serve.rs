@@ -13,8 +13,8 @@ use crate::admission::Policy;
 use crate::certs::{CertRequest, generate};
 use crate::cli::ServeArgs;
 use crate::index::Index;
-use crate::metrics::Metrics;
 use crate::metrics::{AuditFindings, ReconcileMetrics};
+use crate::metrics::{LocationCheckMetrics, Metrics};
 use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
 use crate::reconcile::records::RecordStore;
@@ -77,6 +77,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Arc::new(Readiness::default());
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry, index.clone());
+    let verifier = args
+        .verify
+        .verifier()?
+        .map(|v| v.with_metrics(LocationCheckMetrics::register(&mut registry)));
+    if let Some(verifier) = &verifier {
+        tracing::info!(mode = ?verifier.mode(), "verifying Savepoint locations");
+    }
     match &args.state {
         Some(state_dir) => {
             let summary = dir::load_dir(
@@ -116,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         registry: Arc::new(registry),
         limits: limits.clone(),
+        verifier,
     };
 
     tokio::spawn(watch_cert_files(

@@ -80,6 +80,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Request limits.
     pub limits: Limits,
+    /// Location verification of Savepoint creates in `/validate`; `None` when it is off.
+    pub verifier: Option<crate::verify::Verifier>,
 }
 
 #[derive(Clone, Copy)]
@@ -235,6 +237,7 @@ fn too_large_response(limits: &Limits) -> Response {
 }
 
 async fn review(app: App, endpoint: Endpoint, request: Request) -> Response {
+    let started = Instant::now();
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
         return http_error(
@@ -259,7 +262,22 @@ async fn review(app: App, endpoint: Endpoint, request: Request) -> Response {
         Ok(request) => request,
         Err(err) => return http_error(StatusCode::BAD_REQUEST, err.to_string()),
     };
+    // Location verification may wait for a store: it runs before the index lock is taken,
+    // within what is left of the request's budget.
+    let checked = match (&app.verifier, endpoint) {
+        (Some(verifier), Endpoint::Validate) => {
+            let remaining = budget.saturating_sub(started.elapsed());
+            verifier
+                .check_request(&request, &app.policy.locations, verifier.budget(remaining))
+                .await
+        }
+        _ => None,
+    };
     let decision = decide(&app, endpoint, &request);
+    let decision = match &app.verifier {
+        Some(verifier) => verifier.judge(decision, checked.as_ref()),
+        None => decision,
+    };
     app.metrics
         .decisions
         .get_or_create(&DecisionLabels {

@@ -360,14 +360,9 @@ fn prune(cache: &mut HashMap<String, Entry>) {
     }
 }
 
-/// `2s`, `1500ms`.
+/// `2.0s`, `0.5s`: tenths of a second, as in "timed out after 1.0s".
 pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    format!("{:.1}s", d.as_secs_f64())
 }
 
 #[cfg(test)]

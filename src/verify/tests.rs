@@ -202,8 +202,8 @@ fn messages_name_the_location_and_the_finding() {
             "s3://b/cp/chk-7: chk-7 holds checkpoint 9",
         ),
         (
-            Outcome::could_not_check("timed out after 2s"),
-            "could not check s3://b/cp/chk-7: timed out after 2s",
+            Outcome::could_not_check("timed out after 2.0s"),
+            "could not check s3://b/cp/chk-7: timed out after 2.0s",
         ),
     ];
     for (outcome, needle) in cases {
@@ -423,8 +423,9 @@ fn budgets_keep_a_margin_before_the_deadline() {
     assert_eq!(verifier.budget(ms(2500)), ms(1500));
     assert_eq!(verifier.budget(s(1)), ms(500));
     assert_eq!(verifier.budget(Duration::ZERO), Duration::ZERO);
-    assert_eq!(fmt_duration(s(2)), "2s");
-    assert_eq!(fmt_duration(ms(1500)), "1500ms");
+    assert_eq!(fmt_duration(s(2)), "2.0s");
+    assert_eq!(fmt_duration(ms(1500)), "1.5s");
+    assert_eq!(fmt_duration(ms(997)), "1.0s");
 }
 
 #[test]
