@@ -102,7 +102,7 @@ pub fn target(location: &Location, rules: &TargetRules) -> Result<Target, String
             }
             Ok(Target::File { path })
         }
-        scheme if !location.authority().is_empty() => Err(format!(
+        scheme @ ("hdfs" | "viewfs") if !location.authority().is_empty() => Err(format!(
             "{scheme} location names host {:?}; the webhook reads only stores from its own configuration, never a host named by a manifest",
             location.authority()
         )),

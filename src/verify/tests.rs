@@ -334,7 +334,7 @@ fn locations_that_cannot_be_checked_say_why() {
         ),
         ("viewfs://cluster/flink/sp", "names host \"cluster\""),
         ("hdfs:///flink/sp", "no store configured for scheme hdfs"),
-        ("oss://bucket/sp", "names host"),
+        ("oss://bucket/sp", "no store configured for scheme oss"),
         (
             "file:/data/flinkx/sp",
             "not under an allowed root (/data/flink)",
