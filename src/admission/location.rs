@@ -84,6 +84,11 @@ pub enum LocationError {
         /// The scheme as written.
         scheme: String,
     },
+    /// The path names a directory called `_metadata` (`…/_metadata/_metadata`).
+    #[error(
+        "ends in _metadata/_metadata: a directory named _metadata is ambiguous with Flink's metadata file; name the savepoint directory instead"
+    )]
+    MetadataDirectory,
     /// A `file` location naming another host.
     #[error("names host {host:?}; file locations must be local (file:/path or file:///path)")]
     RemoteFile {
@@ -145,6 +150,9 @@ impl Location {
                 Some(slash) => (&after[..slash], &after[slash..]),
                 None => (after, ""),
             },
+            // `file:p` or `hdfs:p` is relative to some working directory: it must not
+            // compare equal to `file:/p`.
+            None if !rest.starts_with('/') => return Err(LocationError::NotAbsolute),
             None => ("", rest),
         };
         let authority = if scheme == "file" {
@@ -168,6 +176,11 @@ impl Location {
         }
         if segments.last() == Some(&"_metadata") {
             segments.pop();
+            // Dropping a second `_metadata` would merge the directory `p/_metadata` with
+            // `p`; keeping it would make the normalized form normalize again to `p`.
+            if segments.last() == Some(&"_metadata") {
+                return Err(LocationError::MetadataDirectory);
+            }
         }
         if authority.is_empty() && segments.is_empty() {
             return Err(LocationError::MissingPath);
@@ -302,6 +315,11 @@ mod tests {
                 matches!(e, LocationError::RemoteFile { .. })
             }),
             ("file:///", |e| matches!(e, LocationError::MissingPath)),
+            ("file:data/sp", |e| matches!(e, LocationError::NotAbsolute)),
+            ("hdfs:flink/sp", |e| matches!(e, LocationError::NotAbsolute)),
+            ("s3://b/p/_metadata/_metadata", |e| {
+                matches!(e, LocationError::MetadataDirectory)
+            }),
             (
                 "s3://bucket/a-path-that-is-far-too-long-for-the-rule",
                 |e| matches!(e, LocationError::TooLong { len: 52, max: 40 }),
