@@ -115,6 +115,14 @@ pub struct MetaView {
     /// Annotations; `None` when the object has none.
     #[serde(default)]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// Whether the object has a `metadata` at all (a patch adding annotations must then
+    /// add `metadata` too). Only decoding sets it.
+    #[serde(skip_deserializing, default = "present")]
+    pub present: bool,
+}
+
+fn present() -> bool {
+    true
 }
 
 impl Request {

@@ -122,6 +122,10 @@ fn annotate(
     notes: &mut Vec<String>,
 ) {
     match &object.metadata.annotations {
+        None if !object.metadata.present => ops.push(add(
+            &["metadata"],
+            serde_json::json!({ "annotations": { SPEC_VERSION_ANNOTATION: version } }),
+        )),
         None => ops.push(add(
             &["metadata", "annotations"],
             serde_json::json!({ SPEC_VERSION_ANNOTATION: version }),
