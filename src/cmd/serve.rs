@@ -115,6 +115,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         max_concurrent_streams: args.max_concurrent_streams,
         drain_timeout: args.drain_timeout,
+        ..Limits::default()
     };
     let app = App {
         index: index.clone(),

@@ -2,6 +2,7 @@
 //! pure decisions in [`crate::admission`]; [`serve`] accepts TLS connections (HTTP/1.1 and
 //! HTTP/2) until shutdown, then drains in-flight requests.
 
+mod connection;
 pub mod tls;
 
 use std::future::Future;
@@ -15,14 +16,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Decision, Policy, Reason, decode};
@@ -41,8 +40,16 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Time a client has to finish the TLS handshake.
     pub handshake_timeout: Duration,
-    /// Time a client has to send the request headers (HTTP/1.1).
+    /// Time a client has to send a request's headers: from the TLS handshake to the
+    /// first request (HTTP/1.1 and HTTP/2), and from one HTTP/1.1 request to the next.
     pub header_timeout: Duration,
+    /// Time an HTTP/2 connection may stay open with no request in flight before it gets
+    /// a GOAWAY and is closed.
+    pub idle_timeout: Duration,
+    /// Interval of HTTP/2 PINGs that detect a peer which went away without closing.
+    pub keep_alive_interval: Duration,
+    /// Time a peer has to answer a PING before its connection is closed.
+    pub keep_alive_timeout: Duration,
     /// Open connections at most; further ones wait in the kernel's backlog.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
@@ -58,6 +65,9 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            keep_alive_interval: Duration::from_secs(20),
+            keep_alive_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_concurrent_streams: 128,
             drain_timeout: Duration::from_secs(20),
@@ -332,7 +342,6 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -344,9 +353,18 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_concurrent_streams as usize)
-        .max_header_list_size(64 * 1024);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(limits.keep_alive_interval)
+        .keep_alive_timeout(limits.keep_alive_timeout);
+    let shared = Arc::new(connection::Shared {
+        acceptor: TlsAcceptor::from(tls),
+        builder,
+        router,
+        limits: limits.clone(),
+    });
+    // Every connection task holds a receiver: a send asks them to close, and the sender's
+    // `closed()` resolves once they all have.
+    let (drain, _) = watch::channel(());
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -369,33 +387,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        let handshake_timeout = limits.handshake_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
-        });
+        tokio::spawn(connection::serve_connection(
+            stream,
+            peer,
+            shared.clone(),
+            drain.subscribe(),
+            permit,
+        ));
     }
     drop(listener);
+    let _ = drain.send(());
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = drain.closed() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
