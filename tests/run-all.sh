@@ -25,6 +25,13 @@ eval "$env_lines"
 echo "run-all: SAVEPOINT_WEBHOOK_KUBE_APISERVER=$SAVEPOINT_WEBHOOK_KUBE_APISERVER" >&2
 echo "run-all: SAVEPOINT_WEBHOOK_ETCD=$SAVEPOINT_WEBHOOK_ETCD" >&2
 
+step "provision Flink and moto for location verification (tests/provision-flink.sh)"
+if ! flink_env=$(tests/provision-flink.sh --print-env); then
+  echo "run-all: tests/provision-flink.sh failed; see its output above" >&2
+  exit 1
+fi
+eval "$flink_env"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
