@@ -1,14 +1,20 @@
 //! In-memory indexes the decisions read: [`Index`]. A state machine fed events
 //! (`apply_*`, `delete_*`, `reset`) by a kube watch or a directory of manifests; it keeps
-//! only what decisions need, never whole objects.
+//! only what decisions need, never whole objects. Savepoints are kept compactly (see
+//! [`savepoints`]): the index must hold a million of them in little memory.
 
 mod facts;
+mod savepoints;
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Borrow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use facts::{DeploymentFacts, SavepointFacts};
+use savepoints::Savepoints;
 
 use crate::admission::location::{Location, LocationRules};
 
@@ -17,12 +23,57 @@ use crate::admission::location::{Location, LocationRules};
 pub const TENTATIVE_TTL: Duration = Duration::from_secs(30);
 
 /// Namespace and name of an object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObjectKey {
     /// Namespace (interned).
     pub namespace: Arc<str>,
     /// Name.
     pub name: Arc<str>,
+}
+
+/// Namespace and name, borrowed: maps keyed by [`ObjectKey`] are looked up with a pair of
+/// `&str` without allocating a key.
+trait KeyRef {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyRef for ObjectKey {
+    fn parts(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl KeyRef for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> Borrow<dyn KeyRef + 'a> for ObjectKey {
+    fn borrow(&self) -> &(dyn KeyRef + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn KeyRef + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyRef + '_ {}
+
+impl Hash for ObjectKey {
+    /// Hashes as its borrowed form, so lookups by `(&str, &str)` find it.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn KeyRef).hash(state);
+    }
 }
 
 impl std::fmt::Display for ObjectKey {
@@ -46,10 +97,13 @@ pub struct Index {
     namespaces: HashSet<Arc<str>>,
     deployments: HashMap<ObjectKey, Arc<DeploymentFacts>>,
     deployment_uids: HashMap<Arc<str>, ObjectKey>,
-    locations: HashMap<Arc<str>, Vec<ObjectKey>>,
-    savepoint_locations: HashMap<ObjectKey, Arc<str>>,
+    savepoints: Savepoints,
     unindexed_savepoints: HashSet<ObjectKey>,
     provisional: HashMap<Arc<str>, Vec<Provisional>>,
+    /// When each hold was set to expire, earliest first: [`Index::expire`] looks only at
+    /// the holds that are due. An entry outlived by a later extension of its hold, or by
+    /// the watch's confirmation, is dropped when it comes due.
+    expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 /// Sizes of the indexes, read at scrape time.
@@ -77,10 +131,10 @@ impl Index {
             namespaces: HashSet::new(),
             deployments: HashMap::new(),
             deployment_uids: HashMap::new(),
-            locations: HashMap::new(),
-            savepoint_locations: HashMap::new(),
+            savepoints: Savepoints::new(),
             unindexed_savepoints: HashSet::new(),
             provisional: HashMap::new(),
+            expiries: BinaryHeap::new(),
         }
     }
 
@@ -128,54 +182,40 @@ impl Index {
 
     /// Adds or replaces a Savepoint, confirming any provisional hold of it.
     pub fn apply_savepoint(&mut self, facts: &SavepointFacts) {
-        let key = self.key(&facts.namespace, &facts.name);
+        let (namespace, name) = (facts.namespace.as_str(), facts.name.as_str());
         let location = Location::parse(&facts.location, &self.rules)
             .ok()
             .map(|l| l.to_string());
-        if let Some(old) = self.savepoint_locations.get(&key)
-            && Some(old.as_ref()) == location.as_deref()
+        if location.is_some() && self.savepoints.location_of(namespace, name) == location.as_deref()
         {
             return;
         }
-        self.remove_savepoint(&key);
+        self.remove_savepoint(namespace, name);
+        let key = self.key(namespace, name);
         let Some(location) = location else {
             self.unindexed_savepoints.insert(key);
             return;
         };
-        let location: Arc<str> = match self.locations.get_key_value(location.as_str()) {
-            Some((shared, _)) => shared.clone(),
-            None => location.into(),
-        };
-        if let Some(holds) = self.provisional.get_mut(&location) {
+        if let Some(holds) = self.provisional.get_mut(location.as_str()) {
             holds.retain(|hold| hold.holder != key);
             if holds.is_empty() {
-                self.provisional.remove(&location);
+                self.provisional.remove(location.as_str());
             }
         }
-        self.locations
-            .entry(location.clone())
-            .or_default()
-            .push(key.clone());
-        self.savepoint_locations.insert(key, location);
+        if !self.savepoints.insert(key.clone(), &location) {
+            self.unindexed_savepoints.insert(key);
+        }
     }
 
     /// Removes a Savepoint.
     pub fn delete_savepoint(&mut self, namespace: &str, name: &str) {
-        let key = self.key(namespace, name);
-        self.remove_savepoint(&key);
+        self.remove_savepoint(namespace, name);
     }
 
-    fn remove_savepoint(&mut self, key: &ObjectKey) {
-        self.unindexed_savepoints.remove(key);
-        let Some(location) = self.savepoint_locations.remove(key) else {
-            return;
-        };
-        if let Some(holders) = self.locations.get_mut(&location) {
-            holders.retain(|holder| holder != key);
-            if holders.is_empty() {
-                self.locations.remove(&location);
-            }
-        }
+    fn remove_savepoint(&mut self, namespace: &str, name: &str) {
+        self.unindexed_savepoints
+            .remove(&(namespace, name) as &dyn KeyRef);
+        self.savepoints.remove(namespace, name);
     }
 
     /// Replaces all Deployments (after a full list).
@@ -188,19 +228,14 @@ impl Index {
     /// Replaces all Savepoints (after a full list). Provisional holds are kept: they
     /// stand for creates the list may not include yet.
     pub fn reset_savepoints<'a>(&mut self, all: impl IntoIterator<Item = &'a SavepointFacts>) {
-        self.locations.clear();
-        self.savepoint_locations.clear();
+        self.savepoints.clear();
         self.unindexed_savepoints.clear();
         all.into_iter().for_each(|s| self.apply_savepoint(s));
     }
 
     /// The Deployment `namespace/name`.
     pub fn deployment_by_name(&self, namespace: &str, name: &str) -> Option<&Arc<DeploymentFacts>> {
-        let key = ObjectKey {
-            namespace: namespace.into(),
-            name: name.into(),
-        };
-        self.deployments.get(&key)
+        self.deployments.get(&(namespace, name) as &dyn KeyRef)
     }
 
     /// The Deployment whose `metadata.uid` is `uid`.
@@ -212,12 +247,12 @@ impl Index {
     /// A provisional hold is ignored once the watch shows its holder at another location
     /// (the create it stood for was refused, e.g. because the name was taken).
     pub fn holders(&self, location: &str, now: Instant) -> Vec<&ObjectKey> {
-        let mut out: Vec<&ObjectKey> = self.locations.get(location).into_iter().flatten().collect();
+        let mut out: Vec<&ObjectKey> = self.savepoints.holders(location).collect();
         for hold in self.provisional.get(location).into_iter().flatten() {
             let stored_elsewhere = self
-                .savepoint_locations
-                .get(&hold.holder)
-                .is_some_and(|stored| stored.as_ref() != location);
+                .savepoints
+                .location_of(&hold.holder.namespace, &hold.holder.name)
+                .is_some_and(|stored| stored != location);
             if hold.expires > now && !stored_elsewhere && !out.contains(&&hold.holder) {
                 out.push(&hold.holder);
             }
@@ -238,10 +273,10 @@ impl Index {
         tentative: bool,
         now: Instant,
     ) {
-        let holder = self.key(namespace, name);
-        if self.savepoint_locations.get(&holder).map(|l| l.as_ref()) == Some(location) {
+        if self.savepoints.location_of(namespace, name) == Some(location) {
             return;
         }
+        let holder = self.key(namespace, name);
         self.expire(now);
         let ttl = if tentative {
             self.provisional_ttl.min(TENTATIVE_TTL)
@@ -249,27 +284,43 @@ impl Index {
             self.provisional_ttl
         };
         let expires = now + ttl;
-        let holds = self.provisional.entry(location.into()).or_default();
+        let location = match self.provisional.get_key_value(location) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(location),
+        };
+        let holds = self.provisional.entry(location.clone()).or_default();
         match holds.iter_mut().find(|hold| hold.holder == holder) {
-            Some(hold) => hold.expires = hold.expires.max(expires),
+            Some(hold) if hold.expires >= expires => return,
+            Some(hold) => hold.expires = expires,
             None => holds.push(Provisional { holder, expires }),
         }
+        self.expiries.push(Reverse((expires, location)));
     }
 
-    /// Drops provisional holds that expired by `now`.
+    /// Drops provisional holds that expired by `now`. Looks only at the holds that are
+    /// due, so a busy webhook can call it on every admission.
     pub fn expire(&mut self, now: Instant) {
-        self.provisional.retain(|_, holds| {
-            holds.retain(|hold| hold.expires > now);
-            !holds.is_empty()
-        });
+        while let Some(Reverse((due, _))) = self.expiries.peek()
+            && *due <= now
+        {
+            let Some(Reverse((_, location))) = self.expiries.pop() else {
+                break;
+            };
+            if let Some(holds) = self.provisional.get_mut(&location) {
+                holds.retain(|hold| hold.expires > now);
+                if holds.is_empty() {
+                    self.provisional.remove(&location);
+                }
+            }
+        }
     }
 
     /// Current sizes.
     pub fn sizes(&self) -> IndexSizes {
         IndexSizes {
             deployments: self.deployments.len(),
-            savepoints: self.savepoint_locations.len(),
-            locations: self.locations.len(),
+            savepoints: self.savepoints.len(),
+            locations: self.savepoints.locations(),
             unindexed_savepoints: self.unindexed_savepoints.len(),
             provisional: self.provisional.values().map(Vec::len).sum(),
         }
