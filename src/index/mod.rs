@@ -99,11 +99,20 @@ pub struct Index {
     deployment_uids: HashMap<Arc<str>, ObjectKey>,
     savepoints: Savepoints,
     unindexed_savepoints: HashSet<ObjectKey>,
-    provisional: HashMap<Arc<str>, Vec<Provisional>>,
-    /// When each hold was set to expire, earliest first: [`Index::expire`] looks only at
-    /// the holds that are due. An entry outlived by a later extension of its hold, or by
-    /// the watch's confirmation, is dropped when it comes due.
+    provisional: HashMap<Arc<str>, Holds>,
+    /// When each location with holds is next due for a look, earliest first:
+    /// [`Index::expire`] looks only at the locations that are due. At most one entry per
+    /// location is pending besides stale ones, which are skipped when they come due.
     expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+}
+
+/// The provisional holds of one location.
+#[derive(Debug, Default)]
+struct Holds {
+    list: Vec<Provisional>,
+    /// When [`Index::expiries`] next looks at this location: never after the earliest
+    /// expiry in `list`.
+    due: Option<Instant>,
 }
 
 /// Sizes of the indexes, read at scrape time.
@@ -197,8 +206,8 @@ impl Index {
             return;
         };
         if let Some(holds) = self.provisional.get_mut(location.as_str()) {
-            holds.retain(|hold| hold.holder != key);
-            if holds.is_empty() {
+            holds.list.retain(|hold| hold.holder != key);
+            if holds.list.is_empty() {
                 self.provisional.remove(location.as_str());
             }
         }
@@ -248,7 +257,12 @@ impl Index {
     /// (the create it stood for was refused, e.g. because the name was taken).
     pub fn holders(&self, location: &str, now: Instant) -> Vec<&ObjectKey> {
         let mut out: Vec<&ObjectKey> = self.savepoints.holders(location).collect();
-        for hold in self.provisional.get(location).into_iter().flatten() {
+        for hold in self
+            .provisional
+            .get(location)
+            .into_iter()
+            .flat_map(|holds| &holds.list)
+        {
             let stored_elsewhere = self
                 .savepoints
                 .location_of(&hold.holder.namespace, &hold.holder.name)
@@ -289,12 +303,14 @@ impl Index {
             None => Arc::from(location),
         };
         let holds = self.provisional.entry(location.clone()).or_default();
-        match holds.iter_mut().find(|hold| hold.holder == holder) {
-            Some(hold) if hold.expires >= expires => return,
-            Some(hold) => hold.expires = expires,
-            None => holds.push(Provisional { holder, expires }),
+        match holds.list.iter_mut().find(|hold| hold.holder == holder) {
+            Some(hold) => hold.expires = hold.expires.max(expires),
+            None => holds.list.push(Provisional { holder, expires }),
         }
-        self.expiries.push(Reverse((expires, location)));
+        if holds.due.is_none_or(|due| expires < due) {
+            holds.due = Some(expires);
+            self.expiries.push(Reverse((expires, location)));
+        }
     }
 
     /// Drops provisional holds that expired by `now`. Looks only at the holds that are
@@ -306,11 +322,21 @@ impl Index {
             let Some(Reverse((_, location))) = self.expiries.pop() else {
                 break;
             };
-            if let Some(holds) = self.provisional.get_mut(&location) {
-                holds.retain(|hold| hold.expires > now);
-                if holds.is_empty() {
+            let Some(holds) = self.provisional.get_mut(&location) else {
+                continue;
+            };
+            holds.list.retain(|hold| hold.expires > now);
+            let next = holds.list.iter().map(|hold| hold.expires).min();
+            match next {
+                None => {
                     self.provisional.remove(&location);
                 }
+                // The pending look is this one or a stale one: schedule the next.
+                Some(next) if holds.due.is_none_or(|due| due <= now) => {
+                    holds.due = Some(next);
+                    self.expiries.push(Reverse((next, location)));
+                }
+                Some(_) => {}
             }
         }
     }
@@ -322,7 +348,11 @@ impl Index {
             savepoints: self.savepoints.len(),
             locations: self.savepoints.locations(),
             unindexed_savepoints: self.unindexed_savepoints.len(),
-            provisional: self.provisional.values().map(Vec::len).sum(),
+            provisional: self
+                .provisional
+                .values()
+                .map(|holds| holds.list.len())
+                .sum(),
         }
     }
 }

@@ -173,3 +173,46 @@ fn a_hold_for_a_name_stored_elsewhere_does_not_count() {
         "the create of an existing name was refused; its hold must not count"
     );
 }
+
+#[test]
+fn an_extended_hold_is_looked_at_again_when_first_due() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    index.hold("s3://b/p", "a", "busy", false, now);
+    index.hold(
+        "s3://b/p",
+        "a",
+        "busy",
+        false,
+        now + Duration::from_secs(10),
+    );
+    index.expire(now + TTL + Duration::from_secs(5));
+    assert_eq!(
+        holder_names(&index, "s3://b/p", now + TTL + Duration::from_secs(5)),
+        ["a/busy"],
+        "the extension outlives the first expiry"
+    );
+    index.expire(now + TTL + Duration::from_secs(10));
+    assert_eq!(index.sizes().provisional, 0);
+    assert!(index.expiries.is_empty());
+}
+
+#[test]
+fn repeated_holds_keep_one_pending_expiry_per_location() {
+    let mut index = mk_index();
+    let now = Instant::now();
+    for ms in 0..1000 {
+        index.hold(
+            "s3://b/p",
+            "a",
+            "busy",
+            ms % 2 == 0,
+            now + Duration::from_millis(ms),
+        );
+    }
+    assert_eq!(index.expiries.len(), 1);
+    assert_eq!(holder_names(&index, "s3://b/p", now + TTL), ["a/busy"]);
+    index.expire(now + TTL + Duration::from_secs(1));
+    assert_eq!(index.sizes().provisional, 0);
+    assert!(index.expiries.is_empty());
+}
