@@ -41,5 +41,8 @@ cargo clippy --all-targets --features e2e -- -D warnings
 step "cargo test --all-targets --features e2e --no-fail-fast"
 cargo test --all-targets --features e2e --no-fail-fast
 
+step "reliability: 60 s fuzz run and cargo deny (tests/reliability.sh)"
+tests/reliability.sh 60
+
 current=""
 printf '\n==> run-all: all steps passed in %d s\n' "$((SECONDS - started))" >&2
