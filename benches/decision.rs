@@ -21,10 +21,14 @@ use savepoint_webhook::state::dir::load_dir;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const STATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/state");
 
-/// A fixture's bytes.
+/// A fixture's bytes, compact as the API server sends them (the files are indented).
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(FIXTURES).join(name);
-    std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+    let text =
+        std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .unwrap_or_else(|err| panic!("{} is not JSON: {err}", path.display()));
+    serde_json::to_vec(&value).expect("JSON serializes")
 }
 
 /// The index the examples describe: the Deployment the fixtures name, and a Savepoint

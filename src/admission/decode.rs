@@ -1,6 +1,7 @@
 //! Request bytes to the few fields decisions read: [`decode_review`]. `managedFields`,
 //! labels and everything else the decisions ignore are skipped, not materialized.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -33,13 +34,14 @@ pub enum DecodeError {
     NoUid,
 }
 
+/// The envelope; `apiVersion` and `kind` are only compared, so they borrow from the body.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
+struct ReviewIn<'a> {
+    #[serde(default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
     request: Option<Request>,
 }
 
@@ -134,11 +136,16 @@ impl Request {
 
 /// Decodes an AdmissionReview body.
 pub fn decode_review(body: &[u8]) -> Result<Request, DecodeError> {
-    let review: ReviewIn = serde_json::from_slice(body)?;
+    // Checking UTF-8 once, up front, spares the parser checking every string it keeps.
+    // Bodies that are not UTF-8 go the checking way, for its error message.
+    let review: ReviewIn = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text)?,
+        Err(_) => serde_json::from_slice(body)?,
+    };
     if review.kind != "AdmissionReview" || review.api_version != REVIEW_API_VERSION {
         return Err(DecodeError::WrongType {
-            kind: review.kind,
-            api_version: review.api_version,
+            kind: review.kind.into_owned(),
+            api_version: review.api_version.into_owned(),
         });
     }
     let request = review.request.ok_or(DecodeError::NoRequest)?;
@@ -146,4 +153,28 @@ pub fn decode_review(body: &[u8]) -> Result<Request, DecodeError> {
         return Err(DecodeError::NoUid);
     }
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"g","version":"v","kind":"K"},"operation":"CREATE","object":{"metadata":{"name":"n\u00e9"}}}}"#;
+
+    #[test]
+    fn strings_with_escapes_decode_as_written() {
+        let request = decode_review(REVIEW.as_bytes()).expect("decodes");
+        let object = request.object.expect("has an object");
+        assert_eq!(object.metadata.name.as_deref(), Some("né"));
+    }
+
+    #[test]
+    fn bodies_that_are_not_utf8_are_refused_with_the_parsers_error() {
+        let mut body = REVIEW.replace(r"\u00e9", "X").into_bytes();
+        let at = body.iter().position(|&b| b == b'X').expect("placeholder");
+        body[at] = 0xff;
+        let err = decode_review(&body).expect_err("invalid UTF-8");
+        assert!(matches!(err, DecodeError::Json(_)), "{err}");
+        assert!(err.to_string().contains("column"), "{err}");
+    }
 }
