@@ -134,9 +134,16 @@ struct Args {
     /// How long each measurement phase lasts.
     #[arg(long, default_value = "5s", value_parser = savepoint_webhook::duration::parse_duration)]
     duration: Duration,
-    /// Warm-up before each phase (connections are open by then; not measured).
+    /// Warm-up before each round (connections are open by then; not measured).
     #[arg(long, default_value = "1s", value_parser = savepoint_webhook::duration::parse_duration)]
     warmup: Duration,
+    /// Rounds each phase is split into, interleaved across routes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Offered rate of the open loop, requests per second [default: half the lowest
+    /// saturation rate of the first index size].
+    #[arg(long)]
+    rate: Option<f64>,
     /// Index sizes to measure, in Savepoints, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "0,100000,1000000")]
     sizes: Vec<usize>,
@@ -684,14 +691,46 @@ struct Phase {
     first_error: Option<String>,
     late: u64,
     duration: Duration,
+    /// Requests per second of each round, when the phase ran in several.
+    round_rates: Vec<f64>,
     /// Sorted.
     latencies_ns: Vec<u64>,
     cpu: Cpu,
 }
 
 impl Phase {
+    /// Requests per second: the median of the rounds', so that a round disturbed by
+    /// something else on the machine does not move it.
     fn rate(&self) -> f64 {
-        self.requests as f64 / self.duration.as_secs_f64()
+        let mut rates = self.round_rates.clone();
+        rates.sort_by(f64::total_cmp);
+        match rates.len() {
+            0 => self.requests as f64 / self.duration.as_secs_f64(),
+            n if n % 2 == 1 => rates[n / 2],
+            n => (rates[n / 2 - 1] + rates[n / 2]) / 2.0,
+        }
+    }
+
+    /// One phase out of several rounds of the same route and load: latencies and CPU
+    /// pooled, throughput the median round's.
+    fn merge(rounds: Vec<Phase>) -> Option<Phase> {
+        let mut rounds = rounds.into_iter();
+        let mut all = rounds.next()?;
+        all.round_rates = vec![all.requests as f64 / all.duration.as_secs_f64()];
+        for round in rounds {
+            all.round_rates
+                .push(round.requests as f64 / round.duration.as_secs_f64());
+            all.requests += round.requests;
+            all.errors += round.errors;
+            all.first_error = all.first_error.or(round.first_error);
+            all.late += round.late;
+            all.duration += round.duration;
+            all.latencies_ns.extend(round.latencies_ns);
+            all.cpu.server_ns += round.cpu.server_ns;
+            all.cpu.total_ns += round.cpu.total_ns;
+        }
+        all.latencies_ns.sort_unstable();
+        Some(all)
     }
 
     fn percentile_ns(&self, q: f64) -> u64 {
@@ -836,8 +875,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Settings shared by every phase.
 struct Plan {
+    /// Warm-up of each round.
     warmup: Duration,
+    /// Measured time of each round.
     duration: Duration,
+    /// Rounds of each route and load.
+    rounds: u32,
     h1_connections: usize,
     h2_connections: usize,
     h2_streams: usize,
@@ -947,9 +990,33 @@ async fn run_phase(
         first_error: tally.first_error,
         late: tally.late,
         duration,
+        round_rates: Vec::new(),
         latencies_ns: tally.latencies_ns,
         cpu,
     })
+}
+
+/// Runs every route under `load`, interleaved in rounds (baseline, /mutate, /validate,
+/// baseline, ...) so that a disturbance on the machine touches every route alike.
+async fn run_rounds(
+    target: &Arc<Target>,
+    plan: &Plan,
+    proto: Proto,
+    bodies: &[(Route, Arc<Vec<Bytes>>)],
+    load: Load,
+    server_tids: &Arc<Mutex<Vec<String>>>,
+) -> Result<Vec<(Route, Phase)>> {
+    let mut rounds: Vec<Vec<Phase>> = bodies.iter().map(|_| Vec::new()).collect();
+    for _ in 0..plan.rounds {
+        for ((route, bodies), phases) in bodies.iter().zip(&mut rounds) {
+            phases.push(run_phase(target, plan, proto, *route, bodies, load, server_tids).await?);
+        }
+    }
+    Ok(bodies
+        .iter()
+        .zip(rounds)
+        .filter_map(|((route, _), phases)| Some((*route, Phase::merge(phases)?)))
+        .collect())
 }
 
 /// Sends the first requests of the `/mutate` pool once and checks the answers: every one
@@ -1150,7 +1217,8 @@ fn main() -> Result<()> {
     let mut args = Args::parse();
     if args.quick {
         args.duration = Duration::from_millis(500);
-        args.warmup = Duration::from_millis(250);
+        args.warmup = Duration::from_millis(200);
+        args.rounds = 1;
         args.sizes = vec![0, 10_000];
         args.deployments = 1_000;
     }
@@ -1214,7 +1282,8 @@ fn main() -> Result<()> {
     }
     let plan = Plan {
         warmup: args.warmup,
-        duration: args.duration,
+        duration: args.duration / args.rounds,
+        rounds: args.rounds,
         h1_connections: args.h1_connections,
         h2_connections: args.h2_connections,
         h2_streams: args.h2_streams,
@@ -1223,8 +1292,8 @@ fn main() -> Result<()> {
     println!("machine: {}", machine());
     println!(
         "threads: server {server_threads}, client {client_threads} (one process, sharing the cores); \
-         phases: {:?} warm-up + {:?} measured",
-        args.warmup, args.duration
+         each phase: {} rounds of {:?} warm-up + {:?} measured, interleaved across routes",
+        plan.rounds, plan.warmup, plan.duration
     );
     println!(
         "requests: pool of {POOL} AdmissionReviews from tests/fixtures; /mutate: half name an \
@@ -1270,25 +1339,21 @@ fn main() -> Result<()> {
             check_answers(&target, &pool).await?;
             let mut protos = Vec::new();
             for &proto in &args.protocols {
-                let mut saturation = Vec::new();
-                for (route, bodies) in &bodies {
-                    let phase = run_phase(
-                        &target,
-                        &plan,
-                        proto,
-                        *route,
-                        bodies,
-                        Load::Saturation,
-                        &server_tids,
-                    )
-                    .await?;
-                    saturation.push((*route, phase));
-                }
+                let saturation = run_rounds(
+                    &target,
+                    &plan,
+                    proto,
+                    &bodies,
+                    Load::Saturation,
+                    &server_tids,
+                )
+                .await?;
                 // Half the lowest saturation rate of the first size, for every route and
                 // size: latency is compared at one offered load.
-                let rate = match rates.iter().find(|(p, _)| *p == proto) {
-                    Some((_, rate)) => *rate,
-                    None => {
+                let rate = match (args.rate, rates.iter().find(|(p, _)| *p == proto)) {
+                    (Some(rate), _) => rate,
+                    (None, Some((_, rate))) => *rate,
+                    (None, None) => {
                         let lowest = saturation
                             .iter()
                             .map(|(_, p)| p.rate())
@@ -1298,20 +1363,15 @@ fn main() -> Result<()> {
                         rate
                     }
                 };
-                let mut fixed = Vec::new();
-                for (route, bodies) in &bodies {
-                    let phase = run_phase(
-                        &target,
-                        &plan,
-                        proto,
-                        *route,
-                        bodies,
-                        Load::Rate(rate),
-                        &server_tids,
-                    )
-                    .await?;
-                    fixed.push((*route, phase));
-                }
+                let fixed = run_rounds(
+                    &target,
+                    &plan,
+                    proto,
+                    &bodies,
+                    Load::Rate(rate),
+                    &server_tids,
+                )
+                .await?;
                 let results = ProtoResults {
                     proto,
                     saturation,
