@@ -238,7 +238,9 @@ async fn base_manifests_match_the_server() {
             "--tls-key",
             "/etc/webhook/tls/tls.key",
             "--listen",
-            "0.0.0.0:8443"
+            "0.0.0.0:8443",
+            "--verify-location",
+            "off"
         ]
     );
     let mount = &container["volumeMounts"][0];
