@@ -41,6 +41,9 @@ cargo clippy --all-targets --features e2e -- -D warnings
 step "cargo test --all-targets --features e2e --no-fail-fast"
 cargo test --all-targets --features e2e --no-fail-fast
 
+step "performance smoke: load harness quick mode and benchmarks once (tests/perf-smoke.sh)"
+tests/perf-smoke.sh
+
 step "reliability: 60 s fuzz run and cargo deny (tests/reliability.sh)"
 tests/reliability.sh 60
 
