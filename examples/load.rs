@@ -162,8 +162,12 @@ struct Args {
     /// Protocols to measure, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "http1,http2")]
     protocols: Vec<Proto>,
-    /// Admission routes to measure besides the baseline (always measured), comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "mutate,validate")]
+    /// Routes to measure, comma separated; ratios need the baseline among them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,mutate,validate"
+    )]
     routes: Vec<Route>,
     /// Worker threads of the server runtime [default: the number of cores].
     #[arg(long)]
@@ -1102,12 +1106,11 @@ fn micros(ns: u64) -> String {
     }
 }
 
-/// A figure and its ratio to the baseline's.
-fn cell(text: String, value: f64, baseline: f64, is_baseline: bool) -> String {
-    if is_baseline || baseline == 0.0 {
-        text
-    } else {
-        format!("{text} ({:.2})", value / baseline)
+/// A figure and its ratio to the baseline's, when there is one to compare with.
+fn cell(text: String, value: f64, baseline: Option<f64>) -> String {
+    match baseline {
+        Some(baseline) if baseline > 0.0 => format!("{text} ({:.2})", value / baseline),
+        _ => text,
     }
 }
 
@@ -1176,13 +1179,16 @@ fn table(results: &ProtoResults, plan: &Plan) -> String {
                 "all µs/req",
             ],
         );
-        let base = &phases[0].1;
-        let (base_server, base_all) = base.cpu_per_request_ns();
+        let base = phases
+            .iter()
+            .find(|(route, _)| *route == Route::Baseline)
+            .map(|(_, phase)| phase);
         for (route, phase) in phases.iter() {
-            let is_base = *route == Route::Baseline;
+            // Ratios to the baseline, on every row but its own.
+            let base = base.filter(|_| *route != Route::Baseline);
             let lat = |q: f64| {
-                let (v, b) = (phase.percentile_ns(q), base.percentile_ns(q));
-                cell(micros(v), v as f64, b as f64, is_base)
+                let v = phase.percentile_ns(q);
+                cell(micros(v), v as f64, base.map(|b| b.percentile_ns(q) as f64))
             };
             let (server, all) = phase.cpu_per_request_ns();
             row(
@@ -1192,15 +1198,18 @@ fn table(results: &ProtoResults, plan: &Plan) -> String {
                     &cell(
                         grouped(phase.rate() as u64),
                         phase.rate(),
-                        base.rate(),
-                        is_base,
+                        base.map(Phase::rate),
                     ),
                     &lat(0.50),
                     &lat(0.99),
                     &lat(0.999),
                     &{
-                        let (v, b) = (phase.median_round_p99_ns(), base.median_round_p99_ns());
-                        cell(micros(v), v as f64, b as f64, is_base)
+                        let v = phase.median_round_p99_ns();
+                        cell(
+                            micros(v),
+                            v as f64,
+                            base.map(|b| b.median_round_p99_ns() as f64),
+                        )
                     },
                     &match phase.load {
                         Load::Saturation => "-".to_string(),
@@ -1209,8 +1218,16 @@ fn table(results: &ProtoResults, plan: &Plan) -> String {
                             phase.late as f64 * 100.0 / phase.requests.max(1) as f64
                         ),
                     },
-                    &cell(micros(server), server as f64, base_server as f64, is_base),
-                    &cell(micros(all), all as f64, base_all as f64, is_base),
+                    &cell(
+                        micros(server),
+                        server as f64,
+                        base.map(|b| b.cpu_per_request_ns().0 as f64),
+                    ),
+                    &cell(
+                        micros(all),
+                        all as f64,
+                        base.map(|b| b.cpu_per_request_ns().1 as f64),
+                    ),
                 ],
             );
         }
@@ -1315,16 +1332,16 @@ fn main() -> Result<()> {
     let deployments: Vec<DeploymentFacts> = (0..args.deployments).map(deployment).collect();
     let pool = pool(&deployments)?;
     let mutate_bodies = Arc::new(pool.mutate.clone());
-    let mut bodies = vec![(Route::Baseline, mutate_bodies.clone())];
-    for route in [Route::Mutate, Route::Validate] {
-        if args.routes.contains(&route) {
-            let pool = match route {
-                Route::Validate => Arc::new(pool.validate.clone()),
-                _ => mutate_bodies.clone(),
-            };
-            bodies.push((route, pool));
-        }
-    }
+    let validate_bodies = Arc::new(pool.validate.clone());
+    let bodies: Vec<(Route, Arc<Vec<Bytes>>)> = [Route::Baseline, Route::Mutate, Route::Validate]
+        .into_iter()
+        .filter(|route| args.routes.contains(route))
+        .map(|route| match route {
+            Route::Validate => (route, validate_bodies.clone()),
+            _ => (route, mutate_bodies.clone()),
+        })
+        .collect();
+    ensure!(!bodies.is_empty(), "--routes names no route");
     let plan = Plan {
         warmup: args.warmup,
         duration: args.duration / args.rounds,
@@ -1486,11 +1503,11 @@ fn summary(all: &[SizeResults]) {
     );
     for s in all {
         for p in &s.protos {
-            let rate = |route| saturation_rate(s, p.proto, route).unwrap_or(0.0);
-            let base = rate(Route::Baseline).max(1.0);
-            let ratio = |route| match saturation_rate(s, p.proto, route) {
-                Some(r) => format!("{:.2}", r / base),
-                None => "-".into(),
+            let rate = |route| saturation_rate(s, p.proto, route);
+            let base = rate(Route::Baseline);
+            let ratio = |route| match (rate(route), base) {
+                (Some(r), Some(base)) => format!("{:.2}", r / base.max(1.0)),
+                _ => "-".into(),
             };
             println!(
                 "{:>11} {:>8.3} {:>12.0} {:>8} | {:<8} {:>14} {:>10} {:>10} {:>10}",
@@ -1499,8 +1516,8 @@ fn summary(all: &[SizeResults]) {
                 s.built.bytes_per_savepoint,
                 s.built.rss_growth / (1024 * 1024),
                 p.proto.name(),
-                grouped(rate(Route::Mutate) as u64),
-                grouped(base as u64),
+                rate(Route::Mutate).map_or("-".into(), |r| grouped(r as u64)),
+                base.map_or("-".into(), |r| grouped(r as u64)),
                 ratio(Route::Mutate),
                 ratio(Route::Validate),
             );
@@ -1512,9 +1529,12 @@ fn summary(all: &[SizeResults]) {
     for s in all {
         let size = grouped(s.built.savepoints as u64);
         for p in &s.protos {
-            let base = p.saturation[0].1.rate().max(1.0);
-            for (route, phase) in p.saturation.iter().skip(1) {
-                let ratio = phase.rate() / base;
+            let base = saturation_rate(s, p.proto, Route::Baseline);
+            for (route, phase) in &p.saturation {
+                let Some(base) = base.filter(|_| *route != Route::Baseline) else {
+                    continue;
+                };
+                let ratio = phase.rate() / base.max(1.0);
                 println!(
                     "{size:>9} Savepoints, {:<8} {:<9} throughput {:>5.1}% of baseline (>= 85%): {}",
                     p.proto.name(),
