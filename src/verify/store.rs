@@ -369,14 +369,6 @@ pub fn error_text(err: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    let mut text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if text.len() > MAX_ERROR_TEXT {
-        let mut cut = MAX_ERROR_TEXT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    text
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::text::truncate(text, MAX_ERROR_TEXT)
 }
