@@ -132,35 +132,25 @@ impl LocationCheckMetrics {
 #[derive(Debug)]
 pub struct IndexCollector(pub Arc<RwLock<Index>>);
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
 impl Collector for IndexCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let sizes = match self.0.read() {
             Ok(index) => index.sizes(),
             Err(poisoned) => poisoned.into_inner().sizes(),
         };
-        let gauge = ConstGauge::new(0i64);
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "savepoint_webhook_index_entries",
             "Entries in the in-memory indexes by kind",
-            None,
-            gauge.metric_type(),
-        )?;
-        for (kind, value) in [
-            ("deployments", sizes.deployments),
-            ("savepoints", sizes.savepoints),
-            ("locations", sizes.locations),
-            ("unindexed_savepoints", sizes.unindexed_savepoints),
-            ("provisional", sizes.provisional),
-        ] {
-            let labels = KindLabel { kind };
-            ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+            "kind",
+            [
+                ("deployments", sizes.deployments),
+                ("savepoints", sizes.savepoints),
+                ("locations", sizes.locations),
+                ("unindexed_savepoints", sizes.unindexed_savepoints),
+                ("provisional", sizes.provisional),
+            ],
+        )
     }
 }
 
@@ -195,26 +185,16 @@ impl AuditFindings {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RuleLabel {
-    rule: &'static str,
-}
-
 impl Collector for AuditFindings {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counts = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let gauge = ConstGauge::new(0i64);
-        let mut family = encoder.encode_descriptor(
+        encode_gauges(
+            &mut encoder,
             "savepoint_webhook_audit_findings",
             "Stored Savepoints breaking a rule, by rule, as of the latest reconcile pass",
-            None,
-            gauge.metric_type(),
-        )?;
-        for (rule, count) in counts {
-            let labels = RuleLabel { rule };
-            ConstGauge::new(count as i64).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+            "rule",
+            counts,
+        )
     }
 }
 
@@ -230,4 +210,22 @@ impl ReconcileMetrics {
         registry.register_collector(Box::new(findings));
         metrics
     }
+}
+
+/// Encodes one gauge family with a single label, read at scrape time.
+fn encode_gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: impl IntoIterator<Item = (&'static str, usize)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+    for (value, count) in values {
+        let labels = [(label, value)];
+        ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
