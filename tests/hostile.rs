@@ -6,33 +6,23 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http;
-use prometheus_client::registry::Registry;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
-use savepoint_webhook::admission::Policy;
-use savepoint_webhook::certs::{CertRequest, generate};
-use savepoint_webhook::index::Index;
-use savepoint_webhook::metrics::Metrics;
-use savepoint_webhook::readiness::Readiness;
-use savepoint_webhook::server::tls::{ReloadingCert, certified_key_from_pem, server_config};
-use savepoint_webhook::server::{App, Limits, router, serve};
-use savepoint_webhook::state::dir::load_dir;
+use savepoint_webhook::server::Limits;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-const STATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/state");
 const CREATE_UID: &str = "d81cc643-c6b4-4e2b-a381-04dcf48d5e02";
 
 /// Generous bound for anything the server should do "at once".
@@ -59,12 +49,16 @@ struct Identity {
     key_pem: String,
 }
 
+#[path = "support/example_server.rs"]
+mod example_server;
+
+use example_server::ExampleServer;
+
 struct Server {
+    inner: ExampleServer,
     addr: SocketAddr,
     roots: Arc<RootCertStore>,
     identity: Option<Identity>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -79,57 +73,16 @@ impl Server {
         client_ca: Option<&Path>,
         identity: Option<Identity>,
     ) -> Server {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let bundle = generate(&CertRequest {
-            service: "savepoint-webhook".into(),
-            namespace: "default".into(),
-            extra_dns: vec!["localhost".into()],
-            ips: vec!["127.0.0.1".parse().unwrap()],
-            validity: Duration::from_secs(3600),
-        })
-        .unwrap();
-        let key = certified_key_from_pem(
-            "tls.crt".as_ref(),
-            bundle.cert_pem.as_bytes(),
-            "tls.key".as_ref(),
-            bundle.key_pem.as_bytes(),
-        )
-        .unwrap();
-        let tls = server_config(ReloadingCert::new(key), client_ca).unwrap();
-        let policy = Policy::default();
-        let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
-        load_dir(STATE.as_ref(), &mut index).unwrap();
-        let index = Arc::new(RwLock::new(index));
-        let readiness = Arc::new(Readiness::default());
-        readiness.deployments_synced();
-        readiness.savepoints_synced();
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry, index.clone());
-        let app = App {
-            index,
-            policy: Arc::new(policy),
-            readiness,
-            metrics,
-            registry: Arc::new(registry),
-            limits: limits.clone(),
-            verifier: None,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let done = tokio::spawn(serve(listener, Arc::new(tls), router(app), limits, async {
-            let _ = stopped.await;
-        }));
+        let inner = ExampleServer::start(limits, client_ca, true).await;
         let mut roots = RootCertStore::empty();
         roots
-            .add(CertificateDer::from_pem_slice(bundle.ca_pem.as_bytes()).unwrap())
+            .add(CertificateDer::from_pem_slice(inner.ca_pem.as_bytes()).unwrap())
             .unwrap();
         Server {
-            addr,
+            addr: inner.addr,
+            inner,
             roots: Arc::new(roots),
             identity,
-            stop: Some(stop),
-            done,
         }
     }
 
@@ -221,12 +174,8 @@ impl Server {
         (client, tokio::spawn(connection))
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.done)
-            .await
-            .expect("the server did not stop")
-            .unwrap();
+    async fn stop(self) {
+        self.inner.stop().await;
     }
 }
 

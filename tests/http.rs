@@ -1,88 +1,27 @@
 //! The real router and server over real TLS on loopback, driven with the captured
 //! AdmissionReviews over HTTP/1.1 and HTTP/2 by a client that verifies the certificate.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::registry::Registry;
 use reqwest::{Client, StatusCode, Version};
-use savepoint_webhook::admission::Policy;
-use savepoint_webhook::certs::{CertRequest, generate};
-use savepoint_webhook::index::Index;
-use savepoint_webhook::metrics::Metrics;
-use savepoint_webhook::readiness::Readiness;
-use savepoint_webhook::server::tls::{ReloadingCert, certified_key_from_pem, server_config};
-use savepoint_webhook::server::{App, Limits, router, serve};
-use savepoint_webhook::state::dir::load_dir;
+use savepoint_webhook::server::Limits;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-const STATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/state");
 
-struct TestServer {
-    addr: SocketAddr,
-    ca_pem: String,
-    readiness: Arc<Readiness>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
+#[path = "support/example_server.rs"]
+mod example_server;
+
+use example_server::ExampleServer as TestServer;
+
+/// Clients and URLs of the server under test.
+trait ServerClient {
+    fn client(&self, version: Version) -> Client;
+    fn url(&self, path: &str) -> String;
 }
 
-impl TestServer {
-    async fn start(limits: Limits, synced: bool) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let bundle = generate(&CertRequest {
-            service: "savepoint-webhook".into(),
-            namespace: "default".into(),
-            extra_dns: vec!["localhost".into()],
-            ips: vec!["127.0.0.1".parse().unwrap()],
-            validity: Duration::from_secs(3600),
-        })
-        .unwrap();
-        let key = certified_key_from_pem(
-            "tls.crt".as_ref(),
-            bundle.cert_pem.as_bytes(),
-            "tls.key".as_ref(),
-            bundle.key_pem.as_bytes(),
-        )
-        .unwrap();
-        let tls = server_config(ReloadingCert::new(key), None).unwrap();
-        let policy = Policy::default();
-        let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
-        load_dir(STATE.as_ref(), &mut index).unwrap();
-        let index = Arc::new(RwLock::new(index));
-        let readiness = Arc::new(Readiness::default());
-        if synced {
-            readiness.deployments_synced();
-            readiness.savepoints_synced();
-        }
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry, index.clone());
-        let app = App {
-            index,
-            policy: Arc::new(policy),
-            readiness: readiness.clone(),
-            metrics,
-            registry: Arc::new(registry),
-            limits: limits.clone(),
-            verifier: None,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let done = tokio::spawn(serve(listener, Arc::new(tls), router(app), limits, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            ca_pem: bundle.ca_pem,
-            readiness,
-            stop: Some(stop),
-            done,
-        }
-    }
-
+impl ServerClient for TestServer {
     fn client(&self, version: Version) -> Client {
         let builder = Client::builder()
             .use_rustls_tls()
@@ -98,14 +37,6 @@ impl TestServer {
 
     fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.done)
-            .await
-            .unwrap()
-            .unwrap();
     }
 }
 
@@ -127,7 +58,7 @@ async fn post(client: &Client, url: &str, body: Vec<u8>) -> (StatusCode, Version
 
 #[tokio::test]
 async fn fixtures_are_answered_over_http1_and_http2() {
-    let server = TestServer::start(Limits::default(), true).await;
+    let server = TestServer::start(Limits::default(), None, true).await;
     for version in [Version::HTTP_11, Version::HTTP_2] {
         let client = server.client(version);
         let (status, got_version, review) = post(
@@ -177,7 +108,7 @@ async fn bad_bodies_get_clear_errors() {
         max_body_bytes: 16 * 1024,
         ..Limits::default()
     };
-    let server = TestServer::start(limits, true).await;
+    let server = TestServer::start(limits, None, true).await;
     let client = server.client(Version::HTTP_2);
     let url = server.url("/mutate");
 
@@ -221,7 +152,7 @@ async fn bad_bodies_get_clear_errors() {
 
 #[tokio::test]
 async fn other_kinds_are_allowed_unchanged_and_counted() {
-    let server = TestServer::start(Limits::default(), true).await;
+    let server = TestServer::start(Limits::default(), None, true).await;
     let client = server.client(Version::HTTP_11);
     let text = String::from_utf8(fixture("savepoint-create.json"))
         .unwrap()
@@ -258,7 +189,7 @@ async fn other_kinds_are_allowed_unchanged_and_counted() {
 
 #[tokio::test]
 async fn not_ready_until_synced_and_savepoints_denied_meanwhile() {
-    let server = TestServer::start(Limits::default(), false).await;
+    let server = TestServer::start(Limits::default(), None, false).await;
     let client = server.client(Version::HTTP_2);
     assert_eq!(
         client
@@ -308,7 +239,7 @@ async fn not_ready_until_synced_and_savepoints_denied_meanwhile() {
 
 #[tokio::test]
 async fn a_client_without_the_ca_is_refused_the_handshake() {
-    let server = TestServer::start(Limits::default(), true).await;
+    let server = TestServer::start(Limits::default(), None, true).await;
     let stranger = Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
@@ -326,7 +257,7 @@ async fn a_client_without_the_ca_is_refused_the_handshake() {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::start(Limits::default(), true).await;
+    let server = TestServer::start(Limits::default(), None, true).await;
     let mut roots = rustls::RootCertStore::empty();
     let ca =
         savepoint_webhook::server::tls::parse_certs("ca.crt".as_ref(), server.ca_pem.as_bytes())
