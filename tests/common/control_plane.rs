@@ -177,8 +177,11 @@ impl ControlPlane {
             format!("{token},admin,admin,\"system:masters\"\n"),
         )
         .expect("cannot write tokens.csv");
-        fs::write(&kubeconfig, kubeconfig_yaml(&cp.server_url(), &token))
-            .expect("cannot write kubeconfig");
+        fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&cp.server_url(), &token, &ADMIN),
+        )
+        .expect("cannot write kubeconfig");
 
         // etcd
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -372,7 +375,32 @@ fn random_hex(len: usize) -> String {
     s
 }
 
-fn kubeconfig_yaml(server: &str, token: &str) -> String {
+/// Who a kubeconfig acts as: the admin token itself, or a user it impersonates.
+pub struct KubeconfigUser<'a> {
+    /// Name of the kubeconfig user entry.
+    pub name: &'a str,
+    /// Impersonated user and groups (`as`, `as-groups`), if any.
+    pub impersonate: Option<(&'a str, &'a [&'a str])>,
+    /// Default namespace of the context.
+    pub namespace: &'a str,
+}
+
+/// The admin of the test control plane.
+pub const ADMIN: KubeconfigUser<'static> = KubeconfigUser {
+    name: "admin",
+    impersonate: None,
+    namespace: "default",
+};
+
+/// A kubeconfig for the API server at `server` with the admin `token`, acting as `user`.
+pub fn kubeconfig_yaml(server: &str, token: &str, user: &KubeconfigUser<'_>) -> String {
+    let mut impersonation = String::new();
+    if let Some((who, groups)) = user.impersonate {
+        impersonation.push_str(&format!("    as: {who}\n    as-groups:\n"));
+        for group in groups {
+            impersonation.push_str(&format!("    - {group}\n"));
+        }
+    }
     format!(
         "apiVersion: v1
 kind: Config
@@ -382,17 +410,19 @@ clusters:
     server: {server}
     insecure-skip-tls-verify: true
 users:
-- name: admin
+- name: {name}
   user:
     token: {token}
-contexts:
+{impersonation}contexts:
 - name: savepoint-test
   context:
     cluster: savepoint-test
-    user: admin
-    namespace: default
+    user: {name}
+    namespace: {namespace}
 current-context: savepoint-test
-"
+",
+        name = user.name,
+        namespace = user.namespace,
     )
 }
 

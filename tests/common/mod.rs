@@ -621,34 +621,19 @@ pub const WEBHOOK_USER: &str = "system:serviceaccount:savepoint-webhook:savepoin
 /// Writes a kubeconfig for `cp` that acts as the webhook's ServiceAccount (the admin
 /// token impersonates it), so the webhook gets only what `deploy/base/rbac.yaml` grants.
 pub fn write_webhook_kubeconfig(cp: &ControlPlane, path: &Path) {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: savepoint-test
-  cluster:
-    server: {server}
-    insecure-skip-tls-verify: true
-users:
-- name: savepoint-webhook
-  user:
-    token: {token}
-    as: {WEBHOOK_USER}
-    as-groups:
-    - system:serviceaccounts
-    - system:serviceaccounts:savepoint-webhook
-    - system:authenticated
-contexts:
-- name: savepoint-test
-  context:
-    cluster: savepoint-test
-    user: savepoint-webhook
-    namespace: savepoint-webhook
-current-context: savepoint-test
-",
-        server = cp.server_url(),
-        token = cp.token(),
-    );
+    let user = control_plane::KubeconfigUser {
+        name: "savepoint-webhook",
+        impersonate: Some((
+            WEBHOOK_USER,
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:savepoint-webhook",
+                "system:authenticated",
+            ],
+        )),
+        namespace: "savepoint-webhook",
+    };
+    let yaml = control_plane::kubeconfig_yaml(&cp.server_url(), cp.token(), &user);
     std::fs::write(path, yaml).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
