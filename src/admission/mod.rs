@@ -306,8 +306,27 @@ pub fn mutate_and_hold(
     decision
 }
 
-/// `/validate` at `now`, confirming the hold of an admitted, non-dry-run CREATE: it is
-/// the last step before the object is stored.
+/// The hold `/validate` confirms: that of an admitted Savepoint CREATE that is not a dry
+/// run, since `/validate` is the last step before the object is stored.
+pub fn hold_to_confirm(request: &Request, decision: &Decision, policy: &Policy) -> Option<Hold> {
+    let admitted_create = decision.allowed
+        && decision.reason == Reason::Allowed
+        && request.operation == "CREATE"
+        && !request.is_dry_run();
+    if !admitted_create {
+        return None;
+    }
+    let raw = validate::spec_str(request.object.as_ref()?, "savepointLocation")?;
+    let location = location::Location::parse(raw, &policy.locations).ok()?;
+    Some(Hold {
+        location: location.to_string(),
+        namespace: request_namespace(request).to_string(),
+        name: request_name(request),
+    })
+}
+
+/// `/validate` at `now`, confirming the hold of an admitted CREATE (see
+/// [`hold_to_confirm`]).
 pub fn validate_and_confirm(
     request: &Request,
     index: &mut Index,
@@ -315,24 +334,8 @@ pub fn validate_and_confirm(
     now: Instant,
 ) -> Decision {
     let decision = validate(request, index, policy);
-    let confirm = decision.allowed
-        && decision.reason == Reason::Allowed
-        && request.operation == "CREATE"
-        && !request.is_dry_run();
-    let location = request
-        .object
-        .as_ref()
-        .and_then(|o| validate::spec_str(o, "savepointLocation"))
-        .and_then(|raw| location::Location::parse(raw, &policy.locations).ok());
-    if confirm && let Some(location) = location {
-        let name = request_name(request);
-        index.hold(
-            &location.to_string(),
-            request_namespace(request),
-            &name,
-            false,
-            now,
-        );
+    if let Some(hold) = hold_to_confirm(request, &decision, policy) {
+        index.hold(&hold.location, &hold.namespace, &hold.name, false, now);
     }
     decision
 }

@@ -326,8 +326,16 @@ fn decide(app: &App, endpoint: Endpoint, request: &decode::Request) -> Decision 
             admission::mutate_and_hold(request, &mut index, &app.policy, now)
         }
         Endpoint::Validate => {
-            let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
-            admission::validate_and_confirm(request, &mut index, &app.policy, now)
+            // Validation only reads; the write lock is taken only to confirm a hold.
+            let decision = {
+                let index = app.index.read().unwrap_or_else(|p| p.into_inner());
+                admission::validate(request, &index, &app.policy)
+            };
+            if let Some(hold) = admission::hold_to_confirm(request, &decision, &app.policy) {
+                let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
+                index.hold(&hold.location, &hold.namespace, &hold.name, false, now);
+            }
+            decision
         }
     }
 }
