@@ -79,10 +79,6 @@ pub fn default_identity() -> String {
     format!("{}-{}", host.trim(), std::process::id())
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
-}
-
 /// Flags of `serve`.
 #[derive(Clone, Debug, Args)]
 pub struct ServeArgs {
@@ -109,19 +105,19 @@ pub struct ServeArgs {
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
     /// How often the certificate files are checked for changes.
-    #[arg(long, default_value = "5s", value_parser = duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
     /// How long a just-admitted location counts as referenced before the watch confirms it.
-    #[arg(long, default_value = "60s", value_parser = duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub provisional_ttl: Duration,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Longest time for one request when the API server sends no ?timeout=.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
     /// Time a client has for the TLS handshake and for sending request headers.
-    #[arg(long, default_value = "5s", value_parser = duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
     /// Most open connections.
     #[arg(long, default_value_t = 1024)]
@@ -130,7 +126,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128)]
     pub max_concurrent_streams: u32,
     /// Time in-flight requests get to finish after SIGTERM.
-    #[arg(long, default_value = "20s", value_parser = duration)]
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Objects per page of the initial list from the Kubernetes API.
     #[arg(long, default_value_t = crate::state::cluster::DEFAULT_PAGE_SIZE)]
@@ -139,7 +135,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub reconcile: bool,
     /// Time between reconcile and audit passes.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub reconcile_interval: Duration,
     /// Namespace of the reconciler's Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = "savepoint-webhook")]
@@ -148,7 +144,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "savepoint-webhook")]
     pub lease_name: String,
     /// How long a leader keeps the Lease without renewing it.
-    #[arg(long, default_value = "15s", value_parser = duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
     /// This replica's identity in the Lease and in Events [default: HOSTNAME-PID]
     #[arg(long, env = "POD_NAME")]
@@ -215,7 +211,7 @@ pub struct CertsArgs {
     #[arg(long = "ip")]
     pub ips: Vec<IpAddr>,
     /// Validity of the serving certificate (the CA lives ten times as long).
-    #[arg(long, default_value = "8760h", value_parser = duration)]
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     pub validity: Duration,
 }
 
@@ -242,7 +238,7 @@ pub struct ProbeArgs {
     #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
     /// Time each request may take.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
