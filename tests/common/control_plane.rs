@@ -96,6 +96,11 @@ impl Guarded {
         let _ = self.child.wait();
     }
 
+    /// The process id (the program's own: the watchdog `exec`s it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status, if the process has exited.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -255,6 +260,14 @@ impl ControlPlane {
     /// The bearer token of the cluster-admin user.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The process ids of kube-apiserver (while it runs) and etcd.
+    pub fn pids(&self) -> (Option<u32>, Option<u32>) {
+        (
+            self.apiserver.as_ref().map(Guarded::pid),
+            self.etcd.as_ref().map(Guarded::pid),
+        )
     }
 
     /// The temp dir holding data, certs, logs (`etcd.log`,

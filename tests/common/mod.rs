@@ -215,6 +215,11 @@ impl Webhook {
         }
     }
 
+    /// The webhook's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Guarded::pid)
+    }
+
     /// The webhook's log file.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -551,6 +556,24 @@ impl Cluster {
             body,
             warnings,
         }
+    }
+
+    /// GETs `path` with the admin token; the body as received.
+    pub async fn get_bytes(&self, path: &str) -> Vec<u8> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .bearer_auth(&self.token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .unwrap_or_else(|e| panic!("GET {path} failed: {e:#}"));
+        response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: reading the body failed: {e:#}"))
+            .to_vec()
     }
 
     /// POSTs a Savepoint manifest (see [`mk_savepoint`]), as a server-side dry run when
