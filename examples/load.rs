@@ -34,7 +34,7 @@
 //! eight is a dry run; `/validate` gets CREATEs and UPDATEs half and half. The harness
 //! exits non-zero when any request fails or is answered wrongly.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -69,7 +69,7 @@ use tokio_rustls::TlsConnector;
 // ---------------------------------------------------------------------------------------
 // Allocation counting
 
-/// The system allocator, counting live bytes while [`COUNTING`] is set.
+/// The binary's allocator, counting live bytes while [`COUNTING`] is set.
 struct CountingAlloc;
 
 /// Whether allocations are being counted (only while an index is built).
@@ -83,33 +83,36 @@ fn count(delta: i64) {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator; the counting touches
+// SAFETY: every call is forwarded unchanged to the binary's allocator; the counting touches
 // only atomics.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as i64);
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
+        unsafe { INNER.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size() as i64);
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { INNER.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(-(layout.size() as i64));
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size as i64 - layout.size() as i64);
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { INNER.realloc(ptr, layout, new_size) }
     }
 }
+
+/// The allocator the binary uses, which the counting wraps.
+static INNER: savepoint_webhook::Allocator = mimalloc::MiMalloc;
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;

@@ -22,3 +22,8 @@ pub mod server;
 pub mod state;
 pub mod text;
 pub mod verify;
+
+/// The allocator of the binary, and of the load harness so that it measures the same:
+/// mimalloc's per-thread heaps, where glibc's malloc spent about an eighth of a `/mutate`
+/// request's server time in its arenas (`malloc_consolidate`, `_int_free`).
+pub type Allocator = mimalloc::MiMalloc;

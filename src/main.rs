@@ -4,6 +4,9 @@ use clap::Parser;
 use savepoint_webhook::cli::{Cli, Command};
 use savepoint_webhook::cmd;
 
+#[global_allocator]
+static ALLOCATOR: savepoint_webhook::Allocator = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()

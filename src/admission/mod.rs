@@ -108,6 +108,9 @@ pub struct Hold {
     pub namespace: String,
     /// Name of the admitted Savepoint.
     pub name: String,
+    /// The other holders of the location the decision saw (`namespace/name`; empty for
+    /// the hold `/validate` confirms).
+    pub others: Vec<String>,
 }
 
 /// The outcome of one review.
@@ -306,6 +309,36 @@ pub fn mutate_and_hold(
     decision
 }
 
+/// Records the tentative hold of a `/mutate` decision that was taken under a read lock on
+/// the index, now that the caller holds the write lock. When the location's other holders
+/// changed in between (a concurrent create of the same location), the decision is taken
+/// again, so that deciding and holding stay one step for every location.
+pub fn record_mutate_hold(
+    request: &Request,
+    decision: Decision,
+    index: &mut Index,
+    policy: &Policy,
+    now: Instant,
+) -> Decision {
+    let Some(hold) = &decision.hold else {
+        return decision;
+    };
+    let others = mutate::other_holders(
+        index,
+        &hold.location,
+        &hold.namespace,
+        &hold.name,
+        policy,
+        now,
+    );
+    if others == hold.others {
+        index.hold(&hold.location, &hold.namespace, &hold.name, true, now);
+        decision
+    } else {
+        mutate_and_hold(request, index, policy, now)
+    }
+}
+
 /// The hold `/validate` confirms: that of an admitted Savepoint CREATE that is not a dry
 /// run, since `/validate` is the last step before the object is stored.
 pub fn hold_to_confirm(request: &Request, decision: &Decision, policy: &Policy) -> Option<Hold> {
@@ -322,6 +355,7 @@ pub fn hold_to_confirm(request: &Request, decision: &Decision, policy: &Policy) 
         location: location.to_string(),
         namespace: request_namespace(request).to_string(),
         name: request_name(request),
+        others: Vec::new(),
     })
 }
 

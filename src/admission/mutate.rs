@@ -70,15 +70,7 @@ pub fn mutate(request: &Request, index: &Index, policy: &Policy, now: Instant) -
         }
     };
     let mut origin = spec_str(object, "origin");
-    let others: Vec<String> = index
-        .holders(&location, now)
-        .into_iter()
-        .filter(|holder| holder.name.as_ref() != name || holder.namespace.as_ref() != namespace)
-        .filter(|holder| {
-            policy.scope == ReferenceScope::Cluster || holder.namespace.as_ref() == namespace
-        })
-        .map(|holder| holder.to_string())
-        .collect();
+    let others = other_holders(index, &location, namespace, &name, policy, now);
     if !others.is_empty() && origin != Some("COPIED") {
         let path = ["spec", "origin"];
         ops.push(match origin {
@@ -99,6 +91,7 @@ pub fn mutate(request: &Request, index: &Index, policy: &Policy, now: Instant) -
         location,
         namespace: namespace.to_string(),
         name,
+        others,
     });
     let (reason, patch) = if ops.is_empty() {
         (Reason::Allowed, None)
@@ -111,6 +104,27 @@ pub fn mutate(request: &Request, index: &Index, policy: &Policy, now: Instant) -
         hold,
         ..Decision::allow(reason)
     }
+}
+
+/// The Savepoints other than `namespace/name` holding the normalized `location` at `now`,
+/// within the policy's reference scope, as `namespace/name`.
+pub fn other_holders(
+    index: &Index,
+    location: &str,
+    namespace: &str,
+    name: &str,
+    policy: &Policy,
+    now: Instant,
+) -> Vec<String> {
+    index
+        .holders(location, now)
+        .into_iter()
+        .filter(|holder| holder.name.as_ref() != name || holder.namespace.as_ref() != namespace)
+        .filter(|holder| {
+            policy.scope == ReferenceScope::Cluster || holder.namespace.as_ref() == namespace
+        })
+        .map(|holder| holder.to_string())
+        .collect()
 }
 
 /// Adds the spec-version annotation when missing; warns when the user's differs.

@@ -212,6 +212,44 @@ fn new_location_keeps_origin_and_is_held_for_the_next_create() {
 }
 
 #[test]
+fn a_decision_taken_before_a_concurrent_hold_is_taken_again() {
+    let mut index = mk_index();
+    let policy = Policy::default();
+    let now = Instant::now();
+    let first = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    let mut second_object = mk_savepoint(good_spec());
+    second_object["metadata"]["name"] = "restore-again".into();
+    let second = mk_request("CREATE", second_object, None);
+    // Both decided under a read lock before either hold is recorded.
+    let first_decision = mutate(&first, &index, &policy, now);
+    let second_decision = mutate(&second, &index, &policy, now);
+    assert!(second_decision.warnings.is_empty());
+    let first_decision = record_mutate_hold(&first, first_decision, &mut index, &policy, now);
+    assert!(
+        first_decision.warnings.is_empty(),
+        "nothing changed for the first"
+    );
+    let second_decision = record_mutate_hold(&second, second_decision, &mut index, &policy, now);
+    assert!(
+        second_decision
+            .warnings
+            .iter()
+            .any(|w| w.contains("COPIED") && w.contains("default/restore")),
+        "the second sees the first's hold: {:?}",
+        second_decision.warnings
+    );
+    assert_eq!(
+        index
+            .holders(
+                "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab",
+                now
+            )
+            .len(),
+        2
+    );
+}
+
+#[test]
 fn dry_run_holds_nothing() {
     let mut index = mk_index();
     let mut request = mk_request("CREATE", mk_savepoint(good_spec()), None);

@@ -112,6 +112,8 @@ impl Endpoint {
 /// The routes: `POST /mutate`, `POST /validate`, `GET /healthz`, `GET /readyz`,
 /// `GET /metrics`.
 pub fn router(app: App) -> Router {
+    // One shared App: handlers and the middleware take a reference count, not a copy.
+    let app = Arc::new(app);
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
@@ -133,7 +135,7 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let route = route_label(request.uri().path());
     let started = Instant::now();
     let response = next.run(request).await;
@@ -151,7 +153,7 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
     response
 }
 
-async fn readyz(State(app): State<App>) -> Response {
+async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.readiness.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -163,7 +165,7 @@ async fn readyz(State(app): State<App>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<App>) -> Response {
+async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
         Ok(()) => (
@@ -178,12 +180,12 @@ async fn metrics(State(app): State<App>) -> Response {
     }
 }
 
-async fn mutate(State(app): State<App>, request: Request) -> Response {
-    review(app, Endpoint::Mutate, request).await
+async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
+    review(&app, Endpoint::Mutate, request).await
 }
 
-async fn validate(State(app): State<App>, request: Request) -> Response {
-    review(app, Endpoint::Validate, request).await
+async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
+    review(&app, Endpoint::Validate, request).await
 }
 
 /// A JSON error body for requests that are not usable AdmissionReviews.
@@ -246,7 +248,7 @@ fn too_large_response(limits: &Limits) -> Response {
     )
 }
 
-async fn review(app: App, endpoint: Endpoint, request: Request) -> Response {
+async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     if !is_json(&parts.headers) {
@@ -283,7 +285,7 @@ async fn review(app: App, endpoint: Endpoint, request: Request) -> Response {
         }
         _ => None,
     };
-    let decision = decide(&app, endpoint, &request);
+    let decision = decide(app, endpoint, &request);
     let decision = match &app.verifier {
         Some(verifier) => verifier.judge(decision, checked.as_ref()),
         None => decision,
@@ -322,8 +324,17 @@ fn decide(app: &App, endpoint: Endpoint, request: &decode::Request) -> Decision 
     let now = Instant::now();
     match endpoint {
         Endpoint::Mutate => {
+            // Deciding only reads; the write lock is taken to record the hold, and the
+            // decision taken again only if the location's holders changed meanwhile.
+            let decision = {
+                let index = app.index.read().unwrap_or_else(|p| p.into_inner());
+                admission::mutate(request, &index, &app.policy, now)
+            };
+            if decision.hold.is_none() {
+                return decision;
+            }
             let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
-            admission::mutate_and_hold(request, &mut index, &app.policy, now)
+            admission::record_mutate_hold(request, decision, &mut index, &app.policy, now)
         }
         Endpoint::Validate => {
             // Validation only reads; the write lock is taken only to confirm a hold.
