@@ -236,10 +236,14 @@ impl Index {
 
     /// Replaces all Savepoints (after a full list). Provisional holds are kept: they
     /// stand for creates the list may not include yet.
-    pub fn reset_savepoints<'a>(&mut self, all: impl IntoIterator<Item = &'a SavepointFacts>) {
+    pub fn reset_savepoints<F: Borrow<SavepointFacts>>(
+        &mut self,
+        all: impl IntoIterator<Item = F>,
+    ) {
         self.savepoints.clear();
         self.unindexed_savepoints.clear();
-        all.into_iter().for_each(|s| self.apply_savepoint(s));
+        all.into_iter()
+            .for_each(|s| self.apply_savepoint(s.borrow()));
     }
 
     /// The Deployment `namespace/name`.

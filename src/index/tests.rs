@@ -136,7 +136,7 @@ fn reset_keeps_provisional_holds() {
     let mut index = mk_index();
     let now = Instant::now();
     index.hold("s3://b/p", "a", "fresh", false, now);
-    index.reset_savepoints(&[]);
+    index.reset_savepoints(&[] as &[SavepointFacts]);
     assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
 }
 

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
+use crate::index::SavepointFacts;
 use crate::resources::SPEC_VERSION_ANNOTATION;
 
 /// The fields of a stored Savepoint that convergence rules read.
@@ -43,6 +44,15 @@ fn str_at(value: Option<&Value>, key: &str) -> Option<String> {
 }
 
 impl SavepointRecord {
+    /// What the admission index keeps of this Savepoint: `None` without a location.
+    pub fn facts(&self) -> Option<SavepointFacts> {
+        Some(SavepointFacts {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            location: self.location.clone()?,
+        })
+    }
+
     /// Extracts the record from a whole Savepoint object (a manifest, or an API object
     /// as JSON).
     pub fn from_object(object: &Value) -> Option<Self> {
@@ -80,17 +90,24 @@ impl SavepointRecord {
     }
 }
 
+/// Records by namespace and name.
+pub type RecordMap = HashMap<(String, String), SavepointRecord>;
+
+/// Adds `record` to a map of records, replacing one of the same namespace and name.
+pub fn insert(records: &mut RecordMap, record: SavepointRecord) {
+    records.insert((record.namespace.clone(), record.name.clone()), record);
+}
+
 /// Every stored Savepoint's record, by namespace and name.
 #[derive(Clone, Debug, Default)]
 pub struct RecordStore {
-    records: Arc<RwLock<HashMap<(String, String), SavepointRecord>>>,
+    records: Arc<RwLock<RecordMap>>,
 }
 
 impl RecordStore {
     /// Adds or replaces a record.
     pub fn apply(&self, record: SavepointRecord) {
-        let key = (record.namespace.clone(), record.name.clone());
-        self.write().insert(key, record);
+        insert(&mut self.write(), record);
     }
 
     /// Removes a record.
@@ -99,13 +116,9 @@ impl RecordStore {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
-    /// Replaces every record (after a full list).
-    pub fn reset(&self, all: Vec<SavepointRecord>) {
-        let mut records = self.write();
-        records.clear();
-        for record in all {
-            records.insert((record.namespace.clone(), record.name.clone()), record);
-        }
+    /// Replaces every record with those of a full list.
+    pub fn replace(&self, all: RecordMap) {
+        *self.write() = all;
     }
 
     /// A copy of every record, sorted by namespace and name.
@@ -116,7 +129,7 @@ impl RecordStore {
         all
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<(String, String), SavepointRecord>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RecordMap> {
         self.records.write().unwrap_or_else(|p| p.into_inner())
     }
 }

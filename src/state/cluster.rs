@@ -9,9 +9,9 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-use crate::index::{DeploymentFacts, Index, SavepointFacts};
+use crate::index::{DeploymentFacts, Index};
 use crate::readiness::Readiness;
-use crate::reconcile::records::{RecordStore, SavepointRecord};
+use crate::reconcile::records::{self, RecordMap, RecordStore, SavepointRecord};
 use crate::resources::{Deployment, Savepoint};
 
 /// Objects per page of the initial list, so memory stays bounded while syncing.
@@ -36,13 +36,17 @@ impl Sinks {
 
 /// How one kind feeds the sinks.
 trait Feed {
+    /// What is kept of one object.
     type Facts;
+    /// What a full list accumulates, page by page, before it replaces the sinks' content.
+    type Listing: Default;
     const KIND: &'static str;
     fn resource() -> ApiResource;
     fn extract(object: &DynamicObject) -> Option<Self::Facts>;
+    fn list(listing: &mut Self::Listing, facts: Self::Facts);
     fn apply(sinks: &Sinks, facts: Self::Facts);
     fn delete(sinks: &Sinks, namespace: &str, name: &str);
-    fn reset(sinks: &Sinks, all: Vec<Self::Facts>);
+    fn reset(sinks: &Sinks, listing: Self::Listing);
     fn synced(readiness: &Readiness);
 }
 
@@ -55,22 +59,24 @@ fn namespace_and_name(object: &DynamicObject) -> Option<(&str, &str)> {
 
 struct Savepoints;
 
+/// Savepoints keep one record each while listing, from which the index is built at the
+/// end: a list holds no second copy of what the index keeps.
 impl Feed for Savepoints {
-    type Facts = (Option<SavepointFacts>, SavepointRecord);
+    type Facts = SavepointRecord;
+    type Listing = RecordMap;
     const KIND: &'static str = "Savepoint";
     fn resource() -> ApiResource {
         ApiResource::erase::<Savepoint>(&())
     }
-    fn extract(object: &DynamicObject) -> Option<Self::Facts> {
-        let (namespace, name) = namespace_and_name(object)?;
-        let facts = SavepointFacts::from_parts(namespace, name, object.data.get("spec"));
-        Some((
-            facts,
-            SavepointRecord::from_parts(&object.metadata, &object.data)?,
-        ))
+    fn extract(object: &DynamicObject) -> Option<SavepointRecord> {
+        namespace_and_name(object)?;
+        SavepointRecord::from_parts(&object.metadata, &object.data)
     }
-    fn apply(sinks: &Sinks, (facts, record): Self::Facts) {
-        match facts {
+    fn list(listing: &mut RecordMap, record: SavepointRecord) {
+        records::insert(listing, record);
+    }
+    fn apply(sinks: &Sinks, record: SavepointRecord) {
+        match record.facts() {
             Some(facts) => sinks.index().apply_savepoint(&facts),
             None => sinks
                 .index()
@@ -82,10 +88,11 @@ impl Feed for Savepoints {
         sinks.index().delete_savepoint(namespace, name);
         sinks.records.delete(namespace, name);
     }
-    fn reset(sinks: &Sinks, all: Vec<Self::Facts>) {
-        let (facts, records): (Vec<_>, Vec<_>) = all.into_iter().unzip();
-        sinks.index().reset_savepoints(facts.iter().flatten());
-        sinks.records.reset(records);
+    fn reset(sinks: &Sinks, listing: RecordMap) {
+        sinks
+            .index()
+            .reset_savepoints(listing.values().filter_map(SavepointRecord::facts));
+        sinks.records.replace(listing);
     }
     fn synced(readiness: &Readiness) {
         readiness.savepoints_synced();
@@ -96,6 +103,7 @@ struct Deployments;
 
 impl Feed for Deployments {
     type Facts = DeploymentFacts;
+    type Listing = Vec<DeploymentFacts>;
     const KIND: &'static str = "Deployment";
     fn resource() -> ApiResource {
         ApiResource::erase::<Deployment>(&())
@@ -110,14 +118,17 @@ impl Feed for Deployments {
             object.data.get("spec"),
         ))
     }
+    fn list(listing: &mut Vec<DeploymentFacts>, facts: DeploymentFacts) {
+        listing.push(facts);
+    }
     fn apply(sinks: &Sinks, facts: DeploymentFacts) {
         sinks.index().apply_deployment(facts);
     }
     fn delete(sinks: &Sinks, namespace: &str, name: &str) {
         sinks.index().delete_deployment(namespace, name);
     }
-    fn reset(sinks: &Sinks, all: Vec<DeploymentFacts>) {
-        sinks.index().reset_deployments(all);
+    fn reset(sinks: &Sinks, listing: Vec<DeploymentFacts>) {
+        sinks.index().reset_deployments(listing);
     }
     fn synced(readiness: &Readiness) {
         readiness.deployments_synced();
@@ -138,13 +149,18 @@ async fn watch<F: Feed>(client: Client, sinks: Sinks, page_size: u32) {
     let config = watcher::Config::default().page_size(page_size);
     let events = watcher::watcher(api, config).default_backoff();
     futures::pin_mut!(events);
-    let mut listing: Vec<F::Facts> = Vec::new();
+    let mut listing = F::Listing::default();
+    let mut count = 0;
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Init) => listing.clear(),
-            Ok(Event::InitApply(object)) => listing.extend(F::extract(&object)),
+            Ok(Event::Init) => (listing, count) = (F::Listing::default(), 0),
+            Ok(Event::InitApply(object)) => {
+                if let Some(facts) = F::extract(&object) {
+                    F::list(&mut listing, facts);
+                    count += 1;
+                }
+            }
             Ok(Event::InitDone) => {
-                let count = listing.len();
                 F::reset(&sinks, std::mem::take(&mut listing));
                 F::synced(&sinks.readiness);
                 tracing::info!(kind = F::KIND, count, "synced");
