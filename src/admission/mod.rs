@@ -18,7 +18,7 @@ use std::time::Instant;
 use decode::Request;
 use location::LocationRules;
 
-use crate::index::{DeploymentFacts, Index};
+use crate::index::{DeploymentFacts, Index, ObjectKey};
 use crate::resources::{GROUP, VERSION};
 
 pub use mutate::mutate;
@@ -108,9 +108,9 @@ pub struct Hold {
     pub namespace: String,
     /// Name of the admitted Savepoint.
     pub name: String,
-    /// The other holders of the location the decision saw (`namespace/name`; empty for
-    /// the hold `/validate` confirms).
-    pub others: Vec<String>,
+    /// The other holders of the location the decision saw (empty for the hold
+    /// `/validate` confirms).
+    pub others: Vec<ObjectKey>,
 }
 
 /// The outcome of one review.

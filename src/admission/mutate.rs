@@ -14,7 +14,7 @@ use super::{
     Decision, Hold, Policy, Reason, ReferenceScope, is_savepoint, request_name, request_namespace,
     resolve_deployment, warnings,
 };
-use crate::index::Index;
+use crate::index::{Index, ObjectKey};
 use crate::resources::SPEC_VERSION_ANNOTATION;
 
 /// Decides a `/mutate` request at `now`. The returned [`Decision::hold`] must be recorded
@@ -107,7 +107,7 @@ pub fn mutate(request: &Request, index: &Index, policy: &Policy, now: Instant) -
 }
 
 /// The Savepoints other than `namespace/name` holding the normalized `location` at `now`,
-/// within the policy's reference scope, as `namespace/name`.
+/// within the policy's reference scope.
 pub fn other_holders(
     index: &Index,
     location: &str,
@@ -115,7 +115,7 @@ pub fn other_holders(
     name: &str,
     policy: &Policy,
     now: Instant,
-) -> Vec<String> {
+) -> Vec<ObjectKey> {
     index
         .holders(location, now)
         .into_iter()
@@ -123,7 +123,7 @@ pub fn other_holders(
         .filter(|holder| {
             policy.scope == ReferenceScope::Cluster || holder.namespace.as_ref() == namespace
         })
-        .map(|holder| holder.to_string())
+        .cloned()
         .collect()
 }
 

@@ -2,12 +2,13 @@
 //! restore as things stand, and what the webhook changed.
 
 use super::Policy;
-use crate::index::DeploymentFacts;
+use crate::index::{DeploymentFacts, ObjectKey};
 use crate::resources::{RestoreKind, SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
 
 /// The origin was changed to COPIED because `others` already hold `location`.
-pub fn copied(location: &str, was: Option<&str>, others: &[String]) -> String {
-    let was = was.map_or_else(|| "unset".to_string(), |o| o.to_string());
+pub fn copied(location: &str, was: Option<&str>, others: &[ObjectKey]) -> String {
+    let was = was.unwrap_or("unset");
+    let others: Vec<String> = others.iter().map(ObjectKey::to_string).collect();
     format!(
         "spec.origin set to COPIED (was {was}): location {location} is already referenced by Savepoint {}",
         others.join(", ")
