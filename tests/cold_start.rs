@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, index_entries, mk_deployment, mk_savepoint, read_manifests,
+    Certs, Cluster, Webhook, free_port, index_entries, mk_deployment, mk_savepoint,
     write_webhook_kubeconfig,
 };
 use futures::StreamExt;
@@ -266,13 +266,7 @@ async fn ready_with_stored_savepoints_and_deployments() {
         list_requests(&cluster, "savepoints").await,
         list_requests(&cluster, "deployments").await,
     );
-    for manifest in [
-        "deploy/base/namespace.yaml",
-        "deploy/base/serviceaccount.yaml",
-        "deploy/base/rbac.yaml",
-    ] {
-        cluster.create_manifests(&read_manifests(manifest)).await;
-    }
+    cluster.create_webhook_identity().await;
     let certs = Certs::generate();
     let kubeconfig = cp.dir().join("webhook.kubeconfig");
     write_webhook_kubeconfig(&cp, &kubeconfig);

@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, read_manifests,
-    write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, write_webhook_kubeconfig,
 };
 use futures::FutureExt;
 use savepoint_webhook::resources::{Origin, SPEC_VERSION_ANNOTATION, Savepoint};
@@ -128,13 +127,7 @@ async fn savepoints_through_a_real_api_server() {
     // What deploy/base installs besides the Deployment: the webhook's namespace (labelled
     // to be skipped), its ServiceAccount and least-privilege RBAC, which the webhook
     // runs under here (impersonated).
-    for manifest in [
-        "deploy/base/namespace.yaml",
-        "deploy/base/serviceaccount.yaml",
-        "deploy/base/rbac.yaml",
-    ] {
-        cluster.create_manifests(&read_manifests(manifest)).await;
-    }
+    cluster.create_webhook_identity().await;
     let webhook_kubeconfig = cp.dir().join("webhook-kubeconfig");
     write_webhook_kubeconfig(&cp, &webhook_kubeconfig);
 

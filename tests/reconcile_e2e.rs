@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, read_manifests,
-    write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, write_webhook_kubeconfig,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
@@ -172,13 +171,7 @@ async fn two_replicas_converge_the_cluster_and_fail_over() {
     let cp = ControlPlane::start();
     let cluster = Cluster::connect(&cp).await;
     cluster.apply_crds().await;
-    for manifest in [
-        "deploy/base/namespace.yaml",
-        "deploy/base/serviceaccount.yaml",
-        "deploy/base/rbac.yaml",
-    ] {
-        cluster.create_manifests(&read_manifests(manifest)).await;
-    }
+    cluster.create_webhook_identity().await;
     cluster.create_namespace(NS).await;
     let uid = cluster
         .create_deployment(mk_deployment(NS, "app", Some("3")))

@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, read_manifests,
-    write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, write_webhook_kubeconfig,
 };
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
@@ -125,13 +124,7 @@ async fn thousands_of_creates_with_a_webhook_restart() {
             .await;
         uids.insert(namespace, uid);
     }
-    for manifest in [
-        "deploy/base/namespace.yaml",
-        "deploy/base/serviceaccount.yaml",
-        "deploy/base/rbac.yaml",
-    ] {
-        cluster.create_manifests(&read_manifests(manifest)).await;
-    }
+    cluster.create_webhook_identity().await;
     let kubeconfig = cp.dir().join("webhook-kubeconfig");
     write_webhook_kubeconfig(&cp, &kubeconfig);
     let certs = Certs::generate();

@@ -484,6 +484,19 @@ impl Cluster {
         self.create_manifests(&manifests).await;
     }
 
+    /// Creates the webhook's namespace, ServiceAccount and least-privilege RBAC from
+    /// `deploy/base`: the identity the webhook runs under (see
+    /// [`write_webhook_kubeconfig`]).
+    pub async fn create_webhook_identity(&self) {
+        for manifest in [
+            "deploy/base/namespace.yaml",
+            "deploy/base/serviceaccount.yaml",
+            "deploy/base/rbac.yaml",
+        ] {
+            self.create_manifests(&read_manifests(manifest)).await;
+        }
+    }
+
     /// Creates a namespace.
     pub async fn create_namespace(&self, name: &str) {
         self.create_labelled_namespace(name, json!({})).await;
