@@ -24,10 +24,11 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, spec_version,
+    write_webhook_kubeconfig,
 };
 use futures::FutureExt;
-use savepoint_webhook::resources::{Origin, SPEC_VERSION_ANNOTATION, Savepoint};
+use savepoint_webhook::resources::{Origin, SPEC_VERSION_ANNOTATION};
 use serde_json::json;
 
 /// The shared fixture: the cluster, the webhook and the number of Deployments created
@@ -74,15 +75,6 @@ impl Env {
             .await;
         uid
     }
-}
-
-fn annotation(savepoint: &Savepoint) -> Option<&str> {
-    savepoint
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(SPEC_VERSION_ANNOTATION)
-        .map(String::as_str)
 }
 
 fn assert_contains(text: &str, needle: &str, what: &str) {
@@ -296,7 +288,7 @@ async fn wait_until_webhooks_are_called(env: &mut Env) {
             )
             .await;
         let stored = reply.savepoint("probe create");
-        if annotation(&stored) == Some("1") {
+        if spec_version(&stored) == Some("1") {
             break name;
         }
         assert!(
@@ -348,7 +340,7 @@ async fn injects_spec_version(env: &mut Env) {
         .await
         .expect("by-name is stored");
     assert_eq!(
-        annotation(&stored),
+        spec_version(&stored),
         Some("7"),
         "stored annotations: {:?}",
         stored.metadata.annotations
@@ -390,7 +382,7 @@ async fn injects_spec_version(env: &mut Env) {
         Some("app"),
         "deploymentName filled in"
     );
-    assert_eq!(annotation(&stored), Some("7"));
+    assert_eq!(spec_version(&stored), Some("7"));
 
     env.step("a user-supplied annotation is kept, with a warning when it differs");
     let mut manifest = mk_savepoint(
@@ -408,7 +400,7 @@ async fn injects_spec_version(env: &mut Env) {
         .await
         .expect("own-version is stored");
     assert_eq!(
-        annotation(&stored),
+        spec_version(&stored),
         Some("5"),
         "a user-supplied annotation is not overwritten"
     );
@@ -696,7 +688,7 @@ async fn dry_run(env: &mut Env) {
         .await;
     let answered = reply.savepoint("dry run");
     assert_eq!(
-        annotation(&answered),
+        spec_version(&answered),
         Some("9"),
         "the dry run's answer carries the annotation"
     );
@@ -928,7 +920,7 @@ async fn excluded_namespace(env: &mut Env) {
         .await;
     let stored = reply.savepoint("create in an excluded namespace");
     assert_eq!(
-        annotation(&stored),
+        spec_version(&stored),
         None,
         "the webhook mutated a Savepoint in an excluded namespace"
     );
@@ -1033,7 +1025,7 @@ async fn apiserver_restart(env: &mut Env) {
         .create_savepoint(&mk_savepoint(ns, "first", "app", location), false)
         .await;
     assert_eq!(
-        annotation(&reply.savepoint("first after restart")),
+        spec_version(&reply.savepoint("first after restart")),
         Some("8")
     );
     env.webhook.wait_index("savepoints", savepoints + 1).await;
@@ -1076,5 +1068,9 @@ async fn webhook_down(env: &mut Env) {
         .get_savepoint(ns, "while-down")
         .await
         .expect("stored after the restart");
-    assert_eq!(annotation(&stored), Some("6"), "mutated after the restart");
+    assert_eq!(
+        spec_version(&stored),
+        Some("6"),
+        "mutated after the restart"
+    );
 }

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 use common::control_plane::{ControlPlane, Guarded};
 use common::{
     Certs, Cluster, free_port, install_crypto_provider, log_tail, mk_deployment, mk_savepoint,
-    webhook_bin,
+    spec_version, webhook_bin,
 };
 use kube::api::{Api, DeleteParams};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use savepoint_webhook::resources::{SPEC_VERSION_ANNOTATION, Savepoint};
+use savepoint_webhook::resources::Savepoint;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -449,15 +449,7 @@ async fn api_server_unreachable_lost_and_expired() {
         .create_savepoint(&mk_savepoint(NS, "admitted", "app", LOC_ADMITTED), false)
         .await;
     let admitted = reply.savepoint("create once synced");
-    assert_eq!(
-        admitted
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SPEC_VERSION_ANNOTATION))
-            .map(String::as_str),
-        Some("4")
-    );
+    assert_eq!(spec_version(&admitted), Some("4"));
     eventually("the watch shows the admitted Savepoint", || async {
         webhook.index("savepoints").await == Some(3)
             && webhook.index("provisional").await == Some(0)

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, spec_version,
+    write_webhook_kubeconfig,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
@@ -58,12 +59,8 @@ fn drift_left(all: &[Savepoint], uid: &str) -> Vec<String> {
     let mut by_location: BTreeMap<String, Vec<&Savepoint>> = BTreeMap::new();
     for sp in all {
         let name = sp.metadata.name.clone().unwrap_or_default();
-        let version = sp
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(SPEC_VERSION_ANNOTATION));
-        if version.map(String::as_str) != Some("3") {
+        let version = spec_version(sp);
+        if version != Some("3") {
             problems.push(format!("{name}: annotation {version:?}"));
         }
         if sp.spec.deployment_id.as_deref() != Some(uid)

@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, spec_version,
+    write_webhook_kubeconfig,
 };
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use savepoint_webhook::admission::location::{Location, LocationRules};
-use savepoint_webhook::resources::{Origin, SPEC_VERSION_ANNOTATION, Savepoint};
+use savepoint_webhook::resources::{Origin, Savepoint};
 
 const NAMESPACES: [&str; 2] = ["soak-a", "soak-b"];
 const CLIENTS: usize = 32;
@@ -78,15 +79,6 @@ fn plan(i: usize) -> (&'static str, String, String) {
         }
     };
     (namespace, format!("sp-{i:05}"), location)
-}
-
-fn annotation(savepoint: &Savepoint) -> Option<&str> {
-    savepoint
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(SPEC_VERSION_ANNOTATION)
-        .map(String::as_str)
 }
 
 /// Sorts a refusal into the kinds this test expects; `None` for anything else.
@@ -146,7 +138,7 @@ async fn thousands_of_creates_with_a_webhook_restart() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let reply = cluster.create_savepoint(&probe, true).await;
-        if reply.ok() && annotation(&reply.savepoint("probe")) == Some("5") {
+        if reply.ok() && spec_version(&reply.savepoint("probe")) == Some("5") {
             break;
         }
         assert!(
@@ -256,7 +248,7 @@ async fn thousands_of_creates_with_a_webhook_restart() {
 
     // Every stored Savepoint was mutated.
     for ((namespace, name), savepoint) in &stored {
-        assert_eq!(annotation(savepoint), Some("5"), "{namespace}/{name}");
+        assert_eq!(spec_version(savepoint), Some("5"), "{namespace}/{name}");
         assert_eq!(savepoint.spec.deployment_name.as_deref(), Some("app"));
         assert_eq!(
             savepoint.spec.deployment_id.as_deref(),

@@ -696,6 +696,16 @@ pub fn warning_text(header: &str) -> String {
     out
 }
 
+/// The spec-version annotation of a Savepoint, if it has one.
+pub fn spec_version(savepoint: &Savepoint) -> Option<&str> {
+    savepoint
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(SPEC_VERSION_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// A Deployment manifest; `spec_version` is its spec-version annotation (none: not yet
 /// reconciled by the platform).
 pub fn mk_deployment(namespace: &str, name: &str, spec_version: Option<&str>) -> Value {
