@@ -3,7 +3,7 @@
 #
 #   fuzz/run.sh [SECONDS]     default 60; exit code non-zero when a crash was found
 #
-# Installs cargo-fuzz from crates.io when missing. cargo-fuzz drives libFuzzer through
+# Installs a pinned cargo-fuzz into the tools cache (tests/cache-env.sh). cargo-fuzz drives libFuzzer through
 # rustc's SanitizerCoverage flags, which stable rustc accepts; `-s none` skips the
 # address sanitizer (a nightly-only -Z flag) and RUSTC_BOOTSTRAP=1 lets the remaining
 # unstable flags of cargo-fuzz through. Rust code is memory safe here, so the sanitizer
@@ -16,11 +16,11 @@
 set -euo pipefail
 seconds="${1:-60}"
 cd "$(dirname "$0")"
-
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  echo "fuzz: installing cargo-fuzz from crates.io" >&2
-  cargo install cargo-fuzz --locked
-fi
+# shellcheck source=tests/cache-env.sh
+source ../tests/cache-env.sh
+ensure_cargo_tool cargo-fuzz cargo-fuzz 0.13.2
+# The fuzz build (instrumented, its own workspace) keeps its own cached target dir.
+fuzz_target_dir="$SAVEPOINT_WEBHOOK_CACHE/fuzz-target"
 # Resolve the fuzzed crate's dependencies to the versions the main build uses.
 [[ -f Cargo.lock ]] || cp ../Cargo.lock Cargo.lock
 
@@ -30,13 +30,13 @@ cp ../tests/fixtures/*.json "$corpus"/
 
 export RUSTC_BOOTSTRAP=1
 echo "fuzz: building the decide target" >&2
-if ! nice -n 10 cargo fuzz build --sanitizer none decide; then
+if ! nice -n 10 cargo fuzz build --sanitizer none --target-dir "$fuzz_target_dir" decide; then
   echo "fuzz: the fuzz target does not build" >&2
   exit 2
 fi
 echo "fuzz: decide for ${seconds}s (corpus $corpus)" >&2
 status=0
-nice -n 10 cargo fuzz run --sanitizer none decide "$corpus" -- \
+nice -n 10 cargo fuzz run --sanitizer none --target-dir "$fuzz_target_dir" decide "$corpus" -- \
   -max_total_time="$seconds" -dict=decide.dict -max_len=65536 -timeout=10 \
   -rss_limit_mb=2048 -print_final_stats=1 > fuzz.log 2>&1 || status=$?
 grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' fuzz.log >&2 || true

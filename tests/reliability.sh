@@ -2,7 +2,7 @@
 # Reliability and supply-chain checks that are not `cargo test`:
 #   * a bounded fuzz run of the decision path (fuzz/run.sh, 60 s by default);
 #   * `cargo deny check bans licenses sources` against deny.toml.
-# Installs cargo-fuzz and cargo-deny from crates.io when missing.
+# Installs pinned cargo-fuzz and cargo-deny into the tools cache (tests/cache-env.sh).
 #
 #   tests/reliability.sh [FUZZ_SECONDS]
 #
@@ -10,15 +10,14 @@
 # SECURITY.md for that command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tests/cache-env.sh
+source tests/cache-env.sh
 seconds="${1:-60}"
 
 echo "reliability: fuzz ${seconds}s" >&2
 fuzz/run.sh "$seconds"
 
-if ! command -v cargo-deny >/dev/null 2>&1; then
-  echo "reliability: installing cargo-deny from crates.io" >&2
-  cargo install cargo-deny --locked
-fi
+ensure_cargo_tool cargo-deny cargo-deny 0.20.2
 echo "reliability: cargo deny check bans licenses sources" >&2
 cargo deny check bans licenses sources
 echo "reliability: ok" >&2

@@ -7,6 +7,8 @@
 # Stops at the first failing step and names it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=tests/cache-env.sh
+source tests/cache-env.sh
 
 started=$SECONDS
 current=""
@@ -14,6 +16,7 @@ step() {
   current=$1
   printf '\n==> run-all: %s\n' "$1" >&2
 }
+echo "run-all: cargo target dir $CARGO_TARGET_DIR (shared by every clone)" >&2
 trap 'status=$?; if [[ $status -ne 0 ]]; then printf "\n==> run-all: FAILED at: %s (exit %s)\n" "$current" "$status" >&2; fi' EXIT
 
 step "provision the test control plane (tests/provision.sh)"
