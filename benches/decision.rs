@@ -9,13 +9,15 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
-use savepoint_webhook::admission::{self, Policy, decode};
-use savepoint_webhook::index::Index;
+use savepoint_webhook::admission::{self, Gate, decode};
+use savepoint_webhook::domain::Policy;
+use savepoint_webhook::index::{Index, Store};
 use savepoint_webhook::state::dir::load_dir;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -31,12 +33,16 @@ fn fixture(name: &str) -> Vec<u8> {
     serde_json::to_vec(&value).expect("JSON serializes")
 }
 
-/// The index the examples describe: the Deployment the fixtures name, and a Savepoint
-/// holding the fixtures' location (so `/mutate` sets origin COPIED and warns).
-fn example_index(policy: &Policy) -> Index {
-    let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
+/// The gate over the index the examples describe: the Deployment the fixtures name, and a
+/// Savepoint holding the fixtures' location (so `/mutate` sets origin COPIED and warns).
+fn example_gate() -> Gate {
+    let policy = Policy::default();
+    let mut index = Index::new(policy.locations.clone());
     load_dir(Path::new(STATE), &mut index).expect("the example state loads");
-    index
+    Gate::new(
+        Arc::new(Store::new(index, Duration::from_secs(60))),
+        Arc::new(policy),
+    )
 }
 
 /// Bytes of the AdmissionReview answering `decision`, as the server sends them.
@@ -72,27 +78,26 @@ fn decoding(c: &mut Criterion) {
 }
 
 fn deciding(c: &mut Criterion) {
-    let policy = Policy::default();
-    let index = example_index(&policy);
+    let gate = example_gate();
     let create = decode::decode_review(&fixture("savepoint-create.json")).expect("decodes");
     let update = decode::decode_review(&fixture("savepoint-update.json")).expect("decodes");
     let now = Instant::now();
 
     let mut group = c.benchmark_group("decide");
     group.bench_function("validate/create", |b| {
-        b.iter(|| admission::validate(black_box(&create), &index, &policy))
+        b.iter(|| gate.admit_validate(black_box(&create), now))
     });
     group.bench_function("validate/update", |b| {
-        b.iter(|| admission::validate(black_box(&update), &index, &policy))
+        b.iter(|| gate.admit_validate(black_box(&update), now))
     });
     group.bench_function("mutate/create", |b| {
-        b.iter(|| admission::mutate(black_box(&create), &index, &policy, now))
+        b.iter(|| gate.admit_mutate(black_box(&create), now))
     });
     group.finish();
 
-    let mutated = admission::mutate(&create, &index, &policy, now);
+    let mutated = gate.admit_mutate(&create, now);
     assert!(mutated.patch.is_some(), "the create fixture is mutated");
-    let allowed = admission::validate(&update, &index, &policy);
+    let allowed = gate.admit_validate(&update, now);
     let mut group = c.benchmark_group("response");
     group.bench_function("patch-and-warning", |b| {
         b.iter(|| response_bytes(black_box(&create.uid), black_box(&mutated)))
@@ -104,23 +109,21 @@ fn deciding(c: &mut Criterion) {
 }
 
 fn bytes_to_bytes(c: &mut Criterion) {
-    let policy = Policy::default();
-    let mut index = example_index(&policy);
+    let gate = example_gate();
     let create = fixture("savepoint-create.json");
     let update = fixture("savepoint-update.json");
     let mut group = c.benchmark_group("bytes-to-bytes");
     group.bench_function("mutate", |b| {
         b.iter(|| {
             let request = decode::decode_review(black_box(&create)).expect("decodes");
-            let decision =
-                admission::mutate_and_hold(&request, &mut index, &policy, Instant::now());
+            let decision = gate.admit_mutate(&request, Instant::now());
             response_bytes(&request.uid, &decision)
         })
     });
     group.bench_function("validate", |b| {
         b.iter(|| {
             let request = decode::decode_review(black_box(&update)).expect("decodes");
-            let decision = admission::validate(&request, &index, &policy);
+            let decision = gate.admit_validate(&request, Instant::now());
             response_bytes(&request.uid, &decision)
         })
     });

@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -53,10 +53,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus_client::registry::Registry;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use savepoint_webhook::admission::Policy;
+use savepoint_webhook::admission::Gate;
 use savepoint_webhook::certs::{CertRequest, generate};
-use savepoint_webhook::index::{DeploymentFacts, Index, SavepointFacts};
-use savepoint_webhook::metrics::Metrics;
+use savepoint_webhook::domain::Policy;
+use savepoint_webhook::index::{DeploymentFacts, Index, SavepointFacts, Store};
 use savepoint_webhook::readiness::Readiness;
 use savepoint_webhook::resources::RestoreKind;
 use savepoint_webhook::server::tls::{ReloadingCert, certified_key_from_pem, server_config};
@@ -396,7 +396,7 @@ fn build_index(
     referenced: &[SavepointFacts],
 ) -> Built {
     let rss_before = rss_bytes();
-    let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
+    let mut index = Index::new(policy.locations.clone());
     let started = Instant::now();
     let (deployment_bytes, ()) = counting(|| {
         for d in deployments {
@@ -415,12 +415,20 @@ fn build_index(
         next += chunk.len();
         location_bytes += chunk.iter().map(|s| s.location.len()).sum::<usize>();
         let started = Instant::now();
-        let (bytes, ()) = counting(|| chunk.iter().for_each(|s| index.apply_savepoint(s)));
+        let (bytes, ()) = counting(|| {
+            for s in &chunk {
+                index.apply_savepoint(s);
+            }
+        });
         build_time += started.elapsed();
         savepoint_bytes += bytes;
     }
     let started = Instant::now();
-    let (bytes, ()) = counting(|| referenced.iter().for_each(|s| index.apply_savepoint(s)));
+    let (bytes, ()) = counting(|| {
+        for s in referenced {
+            index.apply_savepoint(s);
+        }
+    });
     build_time += started.elapsed();
     savepoint_bytes += bytes;
     // Referenced locations are written raw; the index keeps them normalized (same length
@@ -464,22 +472,15 @@ fn start_server(
     policy: &Policy,
     tls: Arc<rustls::ServerConfig>,
 ) -> Result<Server> {
-    let index = Arc::new(RwLock::new(index));
+    let gate = Gate::new(
+        Arc::new(Store::new(index, Duration::from_secs(60))),
+        Arc::new(policy.clone()),
+    );
     let readiness = Arc::new(Readiness::default());
     readiness.deployments_synced();
     readiness.savepoints_synced();
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry, index.clone());
     let limits = Limits::default();
-    let app = App {
-        index,
-        policy: Arc::new(policy.clone()),
-        readiness,
-        metrics,
-        registry: Arc::new(registry),
-        limits: limits.clone(),
-        verifier: None,
-    };
+    let app = App::new(gate, readiness, limits.clone(), None, Registry::default());
     let routes = router(app).route("/baseline", post(baseline));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding loopback")?;
     listener.set_nonblocking(true)?;

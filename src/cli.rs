@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::admission::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
-use crate::admission::{Policy, ReferenceScope};
+use crate::domain::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
+use crate::domain::{Policy, ReferenceScope};
 use crate::duration::parse_duration;
 
 /// Admission webhook for Ververica-style Flink Savepoint resources.
@@ -160,7 +160,7 @@ pub struct ServeArgs {
 /// Admission operation to simulate in `review`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[value(rename_all = "UPPER")]
-pub enum Operation {
+pub enum ReviewOperation {
     /// A create: `/mutate`, then `/validate` on the patched object.
     Create,
     /// An update: `/validate` against `--old`.
@@ -176,8 +176,8 @@ pub struct ReviewArgs {
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Operation to simulate for a manifest (an AdmissionReview carries its own).
-    #[arg(long, value_enum, default_value_t = Operation::Create)]
-    pub operation: Operation,
+    #[arg(long, value_enum, default_value_t = ReviewOperation::Create)]
+    pub operation: ReviewOperation,
     /// The stored object an UPDATE replaces.
     #[arg(long)]
     pub old: Option<PathBuf>,

@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::domain::{FormatType, Origin, RestoreKind, SavepointState, SnapshotType};
+
 /// API group of both resources.
 pub const GROUP: &str = "appmanager.dataartisans.com";
 /// API version of both resources.
@@ -65,66 +67,12 @@ pub struct SavepointSpec {
     pub savepoint_format_type: Option<FormatType>,
 }
 
-/// How a Savepoint came to be (the product's `metadata.origin`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Origin {
-    /// Requested by a user through the platform.
-    UserRequest,
-    /// Taken when the Deployment was suspended.
-    Suspend,
-    /// A copy of another Savepoint resource; both point at the same Flink savepoint.
-    Copied,
-    /// A retained Flink checkpoint kept after the job shut down.
-    RetainedCheckpoint,
-}
-
-/// Kind of snapshot (the product's `metadata.type`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SnapshotType {
-    /// A full snapshot.
-    Full,
-    /// An incremental checkpoint.
-    Incremental,
-    /// Not known.
-    Unknown,
-}
-
-/// Flink's savepoint format.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum FormatType {
-    /// Flink's state-backend independent format.
-    Canonical,
-    /// The state backend's own format.
-    Native,
-}
-
 /// Observed state of a Savepoint; manually added ones are created `COMPLETED`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct SavepointStatus {
     /// Lifecycle state; the platform restores only from `COMPLETED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<SavepointState>,
-}
-
-/// Lifecycle state of a Savepoint.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SavepointState {
-    /// Being taken.
-    Started,
-    /// Complete and usable for restore.
-    Completed,
-    /// Taking it failed.
-    Failed,
-    /// Scheduled for deletion.
-    PendingDeletion,
-    /// Being deleted.
-    Deleting,
-    /// Deleting it failed.
-    FailedDeletion,
 }
 
 /// A Flink application managed by the platform. Only the fields the webhook reads are typed;
@@ -158,18 +106,6 @@ pub struct RestoreStrategy {
     /// `NONE`, `LATEST_SAVEPOINT` or `LATEST_STATE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<RestoreKind>,
-}
-
-/// Which snapshot a Deployment restores from.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RestoreKind {
-    /// Never restore.
-    None,
-    /// The latest Savepoint, retained checkpoints excluded.
-    LatestSavepoint,
-    /// The latest snapshot of any origin.
-    LatestState,
 }
 
 /// Template of a Deployment's Flink job.

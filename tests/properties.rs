@@ -4,15 +4,23 @@
 //! leaves an object `/validate` accepts, touching only the fields the contract names.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use savepoint_webhook::admission::location::{Location, LocationRules};
-use savepoint_webhook::admission::{self, Policy, ReferenceScope, decode};
-use savepoint_webhook::index::{DeploymentFacts, Index, SavepointFacts};
+use savepoint_webhook::admission::{Gate, decode};
+use savepoint_webhook::domain::{Location, LocationRules, NormalizedLocation};
+use savepoint_webhook::domain::{Policy, ReferenceScope};
+use savepoint_webhook::index::{
+    DeploymentFacts, HoldKind, Index, ObjectKey, SavepointFacts, Store,
+};
 use savepoint_webhook::resources::{RestoreKind, SPEC_VERSION_ANNOTATION};
 use serde_json::{Value, json};
+
+fn normalized(raw: &str) -> Option<NormalizedLocation> {
+    NormalizedLocation::parse(raw, &LocationRules::default()).ok()
+}
 
 fn normalize(raw: &str) -> Option<String> {
     Location::parse(raw, &LocationRules::default())
@@ -337,10 +345,10 @@ fn deployment(namespace: &str, name: &str, uid: &str, version: Option<&str>) -> 
     facts
 }
 
-/// The index the decisions read: the example state plus a few more Deployments and a
-/// provisional hold.
-fn index(now: Instant) -> Index {
-    let mut index = Index::new(LocationRules::default(), Duration::from_secs(60));
+/// The gate the decisions go through: the example state plus a few more Deployments and
+/// a provisional hold.
+fn gate(now: Instant, policy: Policy) -> Gate {
+    let mut index = Index::new(LocationRules::default());
     let state = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/state");
     savepoint_webhook::state::dir::load_dir(state.as_ref(), &mut index).expect("example state");
     index.apply_deployment(deployment("default", "other", OTHER_UID, Some("12")));
@@ -355,14 +363,16 @@ fn index(now: Instant) -> Index {
         name: "theirs".into(),
         location: "gs://shared/sp/savepoint-1".into(),
     });
-    index.hold(
-        "s3://flink-state/savepoints/just-admitted",
-        "default",
-        "moments-ago",
-        false,
+    let store = Arc::new(Store::new(index, Duration::from_secs(60)));
+    let held = normalized("s3://flink-state/savepoints/just-admitted").expect("parses");
+    store.hold(
+        &store.read(),
+        &held,
+        &ObjectKey::new("default", "moments-ago"),
+        HoldKind::Confirmed,
         now,
     );
-    index
+    Gate::new(store, Arc::new(policy))
 }
 
 #[derive(Clone, Debug)]
@@ -548,19 +558,30 @@ proptest! {
     #[test]
     fn the_patch_leaves_an_object_validation_accepts(case in case()) {
         let now = Instant::now();
-        let index = index(now);
-        let policy = Policy { scope: case.scope, ..Policy::default() };
+        let gate = gate(now, Policy { scope: case.scope, ..Policy::default() });
         let original = object(&case);
         let request = review(&case, &original);
-        let decision = admission::mutate(&request, &index, &policy, now);
-        let validated = admission::validate(&request, &index, &policy);
+        let location = normalized(case.location);
+        let name = case.name.map_or("restored-*".to_string(), str::to_string);
+        let taken = location.as_ref().is_some_and(|location| {
+            gate.store().holders(location, now).into_iter().any(|holder| {
+                (holder.namespace.as_ref() != case.namespace || holder.name.as_ref() != name)
+                    && (case.scope == ReferenceScope::Cluster || holder.namespace.as_ref() == case.namespace)
+            })
+        });
+        let decision = gate.admit_mutate(&request, now);
+        let validated = gate.admit_validate(&request, now);
         if !decision.allowed {
             // What /mutate refuses, /validate refuses too (it sees the same object).
             prop_assert!(!validated.allowed, "mutate denied {:?} but validate allowed", decision.message);
             prop_assert!(decision.patch.is_none());
             return Ok(());
         }
-        prop_assert_eq!(decision.hold.is_some(), !case.dry_run);
+        let location = location.expect("an admitted location parses");
+        let holds_itself = gate.store().holders(&location, now).into_iter().any(|h| {
+            h.namespace.as_ref() == case.namespace && h.name.as_ref() == name
+        });
+        prop_assert_eq!(holds_itself, !case.dry_run, "a create holds its location unless it is a dry run");
 
         let mut patched = original.clone();
         if let Some(patch) = &decision.patch {
@@ -593,6 +614,7 @@ proptest! {
         prop_assert_eq!(others(&patched), others(&original));
 
         let spec = &patched["spec"];
+        let index = gate.store().read();
         let deployment = index
             .deployment_by_name(case.namespace, spec["deploymentName"].as_str().expect("deploymentName filled in"))
             .expect("the named Deployment exists");
@@ -603,22 +625,17 @@ proptest! {
             prop_assert_eq!(version, deployment.spec_version.as_deref());
         }
 
-        let location = normalize(case.location).expect("an admitted location parses");
-        let name = case.name.map_or("restored-*".to_string(), str::to_string);
-        let taken = index.holders(&location, now).into_iter().any(|holder| {
-            (holder.namespace.as_ref() != case.namespace || holder.name.as_ref() != name)
-                && (case.scope == ReferenceScope::Cluster || holder.namespace.as_ref() == case.namespace)
-        });
+        drop(index);
         if taken {
             prop_assert_eq!(spec["origin"].as_str(), Some("COPIED"));
         } else {
             prop_assert_eq!(spec.get("origin"), original["spec"].get("origin"));
         }
 
-        let after = admission::validate(&review(&case, &patched), &index, &policy);
+        let after = gate.admit_validate(&review(&case, &patched), now);
         prop_assert!(after.allowed, "validate refused the patched object {}: {:?}", patched, after.message);
         // The patch is idempotent: mutating the patched object changes nothing more.
-        let again = admission::mutate(&review(&case, &patched), &index, &policy, now);
+        let again = gate.admit_mutate(&review(&case, &patched), now);
         prop_assert!(again.allowed && again.patch.is_none(), "{:?}", again);
     }
 }

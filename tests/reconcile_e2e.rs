@@ -19,11 +19,11 @@ use common::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
-use savepoint_webhook::admission::Policy;
-use savepoint_webhook::admission::location::LocationRules;
+use savepoint_webhook::domain::LocationRules;
+use savepoint_webhook::domain::Policy;
+use savepoint_webhook::index::SavepointRecord;
 use savepoint_webhook::index::{DeploymentFacts, Index};
 use savepoint_webhook::reconcile::plan::plan;
-use savepoint_webhook::reconcile::records::SavepointRecord;
 use savepoint_webhook::reconcile::runner::repair_patch;
 use savepoint_webhook::resources::{SPEC_VERSION_ANNOTATION, Savepoint};
 use serde_json::json;
@@ -360,7 +360,7 @@ async fn two_replicas_converge_the_cluster_and_fail_over() {
         .savepoint("creating the edited one");
     let stored = api.get("edited").await.expect("get");
     let record = SavepointRecord::from_object(&serde_json::to_value(&stored).unwrap()).unwrap();
-    let mut index = Index::new(LocationRules::default(), Duration::ZERO);
+    let mut index = Index::new(LocationRules::default());
     index.apply_deployment(DeploymentFacts::from_parts(
         NS,
         "app",

@@ -31,7 +31,7 @@ use common::{
 };
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use savepoint_webhook::admission::location::{Location, LocationRules};
+use savepoint_webhook::domain::{Location, LocationRules};
 use savepoint_webhook::resources::{Origin, Savepoint};
 
 const NAMESPACES: [&str; 2] = ["soak-a", "soak-b"];

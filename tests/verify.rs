@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::{ControlPlane, Guarded};
 use common::{Certs, Cluster, free_port, index_entries, mk_deployment, mk_savepoint, webhook_bin};
-use savepoint_webhook::admission::location::{Location, LocationRules};
+use savepoint_webhook::domain::{Location, LocationRules};
 use savepoint_webhook::verify::header::NotFlink;
 use savepoint_webhook::verify::{Mode, Outcome, Source, Verdict, Verifier, VerifyConfig, verdict};
 use serde_json::{Value, json};

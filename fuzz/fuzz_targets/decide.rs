@@ -10,14 +10,15 @@
 
 #![no_main]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use savepoint_webhook::admission::decode::{self, ObjectView, Request};
-use savepoint_webhook::admission::{self, Decision, Policy, ReferenceScope};
-use savepoint_webhook::index::Index;
+use savepoint_webhook::admission::{self, Decision, Gate};
+use savepoint_webhook::domain::{NormalizedLocation, Policy, ReferenceScope};
+use savepoint_webhook::index::{HoldKind, Index, ObjectKey, Store};
 use savepoint_webhook::resources::SPEC_VERSION_ANNOTATION;
 use serde_json::Value;
 
@@ -37,27 +38,39 @@ fn world() -> &'static World {
             universal_blob_storage: true,
             ..Policy::default()
         };
-        // Holds never expire during a run.
-        let mut index = Index::new(
-            namespace.locations.clone(),
-            Duration::from_secs(365 * 24 * 3600),
-        );
+        let mut index = Index::new(namespace.locations.clone());
         let state = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/state");
         savepoint_webhook::state::dir::load_dir(state.as_ref(), &mut index)
             .expect("deploy/examples/state loads");
-        index.hold(
-            "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab",
-            "other",
-            "held-elsewhere",
-            false,
-            now,
-        );
         World {
             index,
             policies: [namespace, cluster],
             now,
         }
     })
+}
+
+/// A gate of its own for one input, so that no input's holds reach another: the example
+/// state, and a hold of the fixtures' location by a Savepoint in another namespace.
+fn gate(world: &World, policy: &Policy) -> Gate {
+    // Holds never expire during a run.
+    let store = Arc::new(Store::new(
+        world.index.clone(),
+        Duration::from_secs(365 * 24 * 3600),
+    ));
+    let location = NormalizedLocation::parse(
+        "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab",
+        &policy.locations,
+    )
+    .expect("the fixtures' location parses");
+    store.hold(
+        &store.read(),
+        &location,
+        &ObjectKey::new("other", "held-elsewhere"),
+        HoldKind::Confirmed,
+        world.now,
+    );
+    Gate::new(store, Arc::new(policy.clone()))
 }
 
 /// Paths a `/mutate` patch may touch (`/metadata` only when the object has none).
@@ -109,9 +122,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let world = world();
     for policy in &world.policies {
-        let mutated = admission::mutate(&request, &world.index, policy, world.now);
+        let gate = gate(world, policy);
+        let mutated = gate.admit_mutate(&request, world.now);
         render(&request, &mutated);
-        let validated = admission::validate(&request, &world.index, policy);
+        let validated = gate.admit_validate(&request, world.now);
         render(&request, &validated);
 
         let Some(patch) = mutated.patch.as_ref().filter(|_| mutated.allowed) else {
@@ -137,13 +151,13 @@ fuzz_target!(|data: &[u8]| {
             object: Some(view),
             ..request.clone()
         };
-        let after = admission::validate(&patched, &world.index, policy);
+        let after = gate.admit_validate(&patched, world.now);
         assert!(
             after.allowed,
             "/validate refuses the patched object {object}: {:?}",
             after.message
         );
-        let again = admission::mutate(&patched, &world.index, policy, world.now);
+        let again = gate.admit_mutate(&patched, world.now);
         assert!(
             again.allowed && again.patch.is_none(),
             "a second /mutate changes the patched object {object} again: {again:?}"

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::domain::Operation;
+
 /// The only AdmissionReview version this webhook speaks.
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -53,8 +55,9 @@ pub struct Request {
     pub uid: String,
     /// Kind of the object under review.
     pub kind: GroupVersionKind,
-    /// CREATE, UPDATE, DELETE or CONNECT.
-    pub operation: String,
+    /// CREATE, UPDATE, DELETE or CONNECT; `None` for any other spelling.
+    #[serde(deserialize_with = "operation")]
+    pub operation: Option<Operation>,
     /// Object name; empty when the client asked for `generateName`.
     #[serde(default)]
     pub name: String,
@@ -125,6 +128,13 @@ pub struct MetaView {
 
 fn present() -> bool {
     true
+}
+
+fn operation<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Operation>, D::Error> {
+    let text = Cow::<str>::deserialize(deserializer)?;
+    Ok(Operation::parse(&text))
 }
 
 impl Request {

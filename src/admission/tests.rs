@@ -1,13 +1,17 @@
 //! Table-driven tests of every admission rule, on decoded requests and a hand-fed index.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::decode::{Request, decode_review};
 use super::*;
-use crate::index::{DeploymentFacts, Index, SavepointFacts};
-use crate::resources::{RestoreKind, SPEC_VERSION_ANNOTATION};
+use crate::domain::{LocationRules, NormalizedLocation, Policy, ReferenceScope, RestoreKind};
+use crate::index::{DeploymentFacts, Index, SavepointFacts, Store};
+use crate::resources::SPEC_VERSION_ANNOTATION;
+
+const TTL: Duration = Duration::from_secs(60);
 
 const UID: &str = "c8e5eee4-414c-40aa-9d1d-76c4434d055a";
 const OTHER_UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -24,7 +28,7 @@ fn mk_deployment(name: &str, uid: &str, version: Option<&str>) -> DeploymentFact
 }
 
 fn mk_index() -> Index {
-    let mut index = Index::new(LocationRules::default(), Duration::from_secs(60));
+    let mut index = Index::new(LocationRules::default());
     index.apply_deployment(mk_deployment("top-speed-windowing", UID, Some("3")));
     index.apply_deployment(mk_deployment("unversioned", OTHER_UID, None));
     index.apply_savepoint(&SavepointFacts {
@@ -33,6 +37,25 @@ fn mk_index() -> Index {
         location: "s3://flink-state/checkpoints/3f2a/chk-42".into(),
     });
     index
+}
+
+fn mk_gate(index: Index, policy: Policy, ttl: Duration) -> Gate {
+    Gate::new(Arc::new(Store::new(index, ttl)), Arc::new(policy))
+}
+
+/// `/mutate` on a gate of its own over a copy of `index`: nothing it holds outlives it.
+fn mutate(request: &Request, index: &Index, policy: &Policy, now: Instant) -> Decision {
+    mk_gate(index.clone(), policy.clone(), TTL).admit_mutate(request, now)
+}
+
+/// `/validate` on a gate of its own over a copy of `index`.
+fn validate(request: &Request, index: &Index, policy: &Policy) -> Decision {
+    mk_gate(index.clone(), policy.clone(), TTL).admit_validate(request, Instant::now())
+}
+
+fn holder_count(gate: &Gate, location: &str, at: Instant) -> usize {
+    let location = NormalizedLocation::parse(location, &LocationRules::default()).unwrap();
+    gate.store().holders(&location, at).len()
 }
 
 fn mk_savepoint(spec: Value) -> Value {
@@ -174,23 +197,13 @@ fn given_origin_is_replaced_by_copied() {
 
 #[test]
 fn new_location_keeps_origin_and_is_held_for_the_next_create() {
-    let mut index = mk_index();
-    let policy = Policy::default();
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
     let now = Instant::now();
-    let first = mutate_and_hold(
-        &mk_request("CREATE", mk_savepoint(good_spec()), None),
-        &mut index,
-        &policy,
-        now,
-    );
+    let first = gate.admit_mutate(&mk_request("CREATE", mk_savepoint(good_spec()), None), now);
     assert_eq!(first.reason, Reason::Mutated);
     assert!(first.warnings.is_empty(), "{:?}", first.warnings);
-    let retry_of_first = mutate(
-        &mk_request("CREATE", mk_savepoint(good_spec()), None),
-        &index,
-        &policy,
-        now,
-    );
+    let retry_of_first =
+        gate.admit_mutate(&mk_request("CREATE", mk_savepoint(good_spec()), None), now);
     assert!(
         !retry_of_first.warnings.iter().any(|w| w.contains("COPIED")),
         "a retried create must not count itself: {:?}",
@@ -198,12 +211,7 @@ fn new_location_keeps_origin_and_is_held_for_the_next_create() {
     );
     let mut second_object = mk_savepoint(good_spec());
     second_object["metadata"]["name"] = "restore-again".into();
-    let second = mutate_and_hold(
-        &mk_request("CREATE", second_object, None),
-        &mut index,
-        &policy,
-        now,
-    );
+    let second = gate.admit_mutate(&mk_request("CREATE", second_object, None), now);
     assert!(
         second.warnings[0].contains("default/restore"),
         "{:?}",
@@ -212,51 +220,46 @@ fn new_location_keeps_origin_and_is_held_for_the_next_create() {
 }
 
 #[test]
-fn a_decision_taken_before_a_concurrent_hold_is_taken_again() {
-    let mut index = mk_index();
-    let policy = Policy::default();
+fn concurrent_creates_of_one_location_see_each_other() {
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
     let now = Instant::now();
-    let first = mk_request("CREATE", mk_savepoint(good_spec()), None);
-    let mut second_object = mk_savepoint(good_spec());
-    second_object["metadata"]["name"] = "restore-again".into();
-    let second = mk_request("CREATE", second_object, None);
-    // Both decided under a read lock before either hold is recorded.
-    let first_decision = mutate(&first, &index, &policy, now);
-    let second_decision = mutate(&second, &index, &policy, now);
-    assert!(second_decision.warnings.is_empty());
-    let first_decision = record_mutate_hold(&first, first_decision, &mut index, &policy, now);
-    assert!(
-        first_decision.warnings.is_empty(),
-        "nothing changed for the first"
-    );
-    let second_decision = record_mutate_hold(&second, second_decision, &mut index, &policy, now);
-    assert!(
-        second_decision
-            .warnings
+    let requests: Vec<Request> = (0..8)
+        .map(|i| {
+            let mut object = mk_savepoint(good_spec());
+            object["metadata"]["name"] = format!("restore-{i}").into();
+            mk_request("CREATE", object, None)
+        })
+        .collect();
+    let decisions: Vec<Decision> = std::thread::scope(|scope| {
+        let handles: Vec<_> = requests
             .iter()
-            .any(|w| w.contains("COPIED") && w.contains("default/restore")),
-        "the second sees the first's hold: {:?}",
-        second_decision.warnings
-    );
+            .map(|request| scope.spawn(|| gate.admit_mutate(request, now)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let kept = decisions
+        .iter()
+        .filter(|d| !d.warnings.iter().any(|w| w.contains("COPIED")))
+        .count();
+    assert_eq!(kept, 1, "exactly one create holds the location first");
     assert_eq!(
-        index
-            .holders(
-                "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab",
-                now
-            )
-            .len(),
-        2
+        holder_count(
+            &gate,
+            "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab",
+            now
+        ),
+        8
     );
 }
 
 #[test]
 fn dry_run_holds_nothing() {
-    let mut index = mk_index();
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
     let mut request = mk_request("CREATE", mk_savepoint(good_spec()), None);
     request.dry_run = Some(true);
-    let decision = mutate_and_hold(&request, &mut index, &Policy::default(), Instant::now());
-    assert!(decision.allowed && decision.hold.is_none());
-    assert_eq!(index.sizes().provisional, 0);
+    let decision = gate.admit_mutate(&request, Instant::now());
+    assert!(decision.allowed);
+    assert_eq!(gate.store().sizes().provisional, 0);
 }
 
 #[test]
@@ -616,11 +619,9 @@ fn captured_fixtures_decide_as_expected() {
     );
     let dry = read("savepoint-dryrun.json");
     assert!(dry.is_dry_run());
-    assert!(
-        mutate(&dry, &index, &Policy::default(), Instant::now())
-            .hold
-            .is_none()
-    );
+    let gate = mk_gate(index.clone(), Policy::default(), TTL);
+    assert!(gate.admit_mutate(&dry, Instant::now()).allowed);
+    assert_eq!(gate.store().sizes().provisional, 0);
     assert!(validate(&read("savepoint-update.json"), &index, &Policy::default()).allowed);
 }
 
@@ -646,40 +647,33 @@ fn response_carries_base64_patch_and_status() {
 fn an_invalid_name_is_refused_before_anything_is_held() {
     let mut object = mk_savepoint(good_spec());
     object["metadata"]["name"] = "Not_A_Name".into();
-    let mut index = mk_index();
-    let decision = mutate_and_hold(
-        &mk_request("CREATE", object, None),
-        &mut index,
-        &Policy::default(),
-        Instant::now(),
-    );
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
+    let decision = gate.admit_mutate(&mk_request("CREATE", object, None), Instant::now());
     assert!(
         decision
             .message
             .unwrap()
             .contains("metadata.name: \"Not_A_Name\" is not a valid name")
     );
-    assert_eq!(index.sizes().provisional, 0);
+    assert_eq!(gate.store().sizes().provisional, 0);
 }
 
 #[test]
 fn validate_confirms_the_hold_of_an_admitted_create() {
-    let mut index = Index::new(LocationRules::default(), Duration::from_secs(600));
+    let mut index = Index::new(LocationRules::default());
     index.apply_deployment(mk_deployment("top-speed-windowing", UID, Some("3")));
+    let gate = mk_gate(index, Policy::default(), Duration::from_secs(600));
     let now = Instant::now();
     let request = mk_request("CREATE", mk_savepoint(good_spec()), None);
-    mutate_and_hold(&request, &mut index, &Policy::default(), now);
+    gate.admit_mutate(&request, now);
     let location = "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab";
-    assert!(
-        index
-            .holders(location, now + crate::index::TENTATIVE_TTL)
-            .is_empty()
-    );
-    assert!(validate_and_confirm(&request, &mut index, &Policy::default(), now).allowed);
     assert_eq!(
-        index
-            .holders(location, now + Duration::from_secs(599))
-            .len(),
+        holder_count(&gate, location, now + crate::index::TENTATIVE_TTL),
+        0
+    );
+    assert!(gate.admit_validate(&request, now).allowed);
+    assert_eq!(
+        holder_count(&gate, location, now + Duration::from_secs(599)),
         1
     );
 }

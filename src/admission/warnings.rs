@@ -1,13 +1,14 @@
 //! Warnings shown by kubectl on an admitted Savepoint: why it may never be picked for
 //! restore as things stand, and what the webhook changed.
 
-use super::Policy;
-use crate::index::{DeploymentFacts, ObjectKey};
-use crate::resources::{RestoreKind, SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
+use crate::domain::rules::RestoreBlocker;
+use crate::domain::{DeploymentFacts, NormalizedLocation, Origin, Policy};
+use crate::index::ObjectKey;
+use crate::resources::{SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
 
 /// The origin was changed to COPIED because `others` already hold `location`.
-pub fn copied(location: &str, was: Option<&str>, others: &[ObjectKey]) -> String {
-    let was = was.unwrap_or("unset");
+pub fn copied(location: &NormalizedLocation, was: Option<Origin>, others: &[ObjectKey]) -> String {
+    let was = was.map_or("unset", Origin::as_str);
     let others: Vec<String> = others.iter().map(ObjectKey::to_string).collect();
     format!(
         "spec.origin set to COPIED (was {was}): location {location} is already referenced by Savepoint {}",
@@ -22,11 +23,11 @@ pub fn version_differs(given: &str, current: &str, deployment: &str) -> String {
     )
 }
 
-/// Reasons the Savepoint could never be picked for restore, or savepoints not work at all.
+/// Reasons savepoints may not work at all for `deployment`, then the `blockers` that keep
+/// this Savepoint from ever being picked for restore.
 pub fn restore_warnings(
     deployment: &DeploymentFacts,
-    origin: Option<&str>,
-    state: Option<&str>,
+    blockers: &[RestoreBlocker],
     policy: &Policy,
 ) -> Vec<String> {
     let mut out = Vec::new();
@@ -36,24 +37,6 @@ pub fn restore_warnings(
             deployment.name
         ));
     }
-    if state != Some("COMPLETED") {
-        out.push(format!(
-            "status.state is {}; only COMPLETED Savepoints are used for restore",
-            state.unwrap_or("unset")
-        ));
-    }
-    match deployment.restore_kind {
-        Some(RestoreKind::None) => out.push(format!(
-            "Deployment {:?} has spec.restoreStrategy.kind NONE; it will not restore from this Savepoint",
-            deployment.name
-        )),
-        Some(RestoreKind::LatestSavepoint) if origin == Some("RETAINED_CHECKPOINT") => {
-            out.push(format!(
-                "Deployment {:?} restores with LATEST_SAVEPOINT, which skips RETAINED_CHECKPOINT Savepoints; use LATEST_STATE to restore from this one",
-                deployment.name
-            ))
-        }
-        _ => {}
-    }
+    out.extend(blockers.iter().map(RestoreBlocker::to_string));
     out
 }

@@ -2,15 +2,14 @@
 //! from the cluster (paginated lists) or a state directory.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
 use crate::cli::{AuditArgs, OutputFormat};
+use crate::index::SavepointRecord;
 use crate::index::{DeploymentFacts, Index};
 use crate::reconcile::plan::{Plan, count_by_rule, plan};
-use crate::reconcile::records::SavepointRecord;
 use crate::resources::{Deployment, Savepoint};
 use crate::state::dir::{derived_uid, kind_of, read_manifests};
 
@@ -108,7 +107,7 @@ fn print_table(plan: &Plan) {
 /// Runs `audit`; `Ok(true)` when nothing was found.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
     let policy = args.policy.policy();
-    let mut index = Index::new(policy.locations.clone(), Duration::ZERO);
+    let mut index = Index::new(policy.locations.clone());
     let mut records = match &args.state {
         Some(dir) => from_dir(dir, &mut index)?,
         None => from_cluster(&mut index).await?,

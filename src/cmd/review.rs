@@ -2,15 +2,17 @@
 //! the webhook decide it, and print the AdmissionReview response.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::admission::decode::{Request, decode_review};
-use crate::admission::{self, Decision};
-use crate::cli::{Operation, ReviewArgs};
-use crate::index::Index;
+use crate::admission::{self, Decision, Gate};
+use crate::cli::{ReviewArgs, ReviewOperation};
+use crate::domain::Operation;
+use crate::index::{Index, Store};
 use crate::state::dir::{load_dir, parse_documents};
 use crate::verify::Verifier;
 
@@ -40,7 +42,7 @@ fn read_single_document(path: &Path) -> anyhow::Result<Value> {
 /// Builds the AdmissionReview request the API server would send for `object`.
 fn request_for_manifest(
     object: &Value,
-    operation: Operation,
+    operation: ReviewOperation,
     old: Option<&Value>,
 ) -> anyhow::Result<Value> {
     let api_version = object
@@ -64,8 +66,8 @@ fn request_for_manifest(
         .and_then(Value::as_str)
         .unwrap_or("default");
     let operation = match operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
+        ReviewOperation::Create => "CREATE",
+        ReviewOperation::Update => "UPDATE",
     };
     if operation == "UPDATE" && old.is_none() {
         bail!("--operation UPDATE needs --old FILE, the stored object the update replaces");
@@ -87,19 +89,15 @@ fn request_for_manifest(
 }
 
 /// Mutates, applies the patch, then validates the result: the full CREATE path.
-fn decide(
-    review: &Value,
-    index: &Index,
-    policy: &admission::Policy,
-) -> anyhow::Result<(Request, Decision, Option<Value>)> {
+fn decide(review: &Value, gate: &Gate) -> anyhow::Result<(Request, Decision, Option<Value>)> {
     let bytes = serde_json::to_vec(review)?;
     let request = decode_review(&bytes).context("unusable AdmissionReview")?;
     let object = review.pointer("/request/object").cloned();
-    if request.operation != "CREATE" {
-        let decision = admission::validate(&request, index, policy);
+    if request.operation != Some(Operation::Create) {
+        let decision = gate.admit_validate(&request, Instant::now());
         return Ok((request, decision, object));
     }
-    let mutated = admission::mutate(&request, index, policy, Instant::now());
+    let mutated = gate.admit_mutate(&request, Instant::now());
     if !mutated.allowed {
         return Ok((request, mutated, object));
     }
@@ -109,7 +107,7 @@ fn decide(
     }
     let mut final_request = request.clone();
     final_request.object = Some(serde_json::from_value(patched.clone())?);
-    let validated = admission::validate(&final_request, index, policy);
+    let validated = gate.admit_validate(&final_request, Instant::now());
     let decision = if validated.allowed {
         mutated
     } else {
@@ -124,7 +122,7 @@ fn verify_location(
     verifier: &Verifier,
     request: &Request,
     patched: Option<&Value>,
-    policy: &admission::Policy,
+    policy: &crate::domain::Policy,
     decision: Decision,
 ) -> anyhow::Result<Decision> {
     let mut final_request = request.clone();
@@ -154,10 +152,14 @@ fn verify_location(
 /// Runs `review` and prints the response.
 pub fn run(args: &ReviewArgs) -> anyhow::Result<Outcome> {
     let policy = args.policy.policy();
-    let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
+    let mut index = Index::new(policy.locations.clone());
     if let Some(dir) = &args.state {
         load_dir(dir, &mut index)?;
     }
+    let gate = Gate::new(
+        Arc::new(Store::new(index, Duration::from_secs(60))),
+        Arc::new(policy.clone()),
+    );
     let document = read_single_document(&args.file)?;
     let old = args.old.as_deref().map(read_single_document).transpose()?;
     let review = if document.get("kind").and_then(Value::as_str) == Some("AdmissionReview") {
@@ -165,9 +167,9 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<Outcome> {
     } else {
         request_for_manifest(&document, args.operation, old.as_ref())?
     };
-    let (request, decision, patched) = decide(&review, &index, &policy)?;
+    let (request, decision, patched) = decide(&review, &gate)?;
     let decision = match args.verify.verifier()? {
-        Some(verifier) if request.operation == "CREATE" && decision.allowed => {
+        Some(verifier) if request.operation == Some(Operation::Create) && decision.allowed => {
             verify_location(&verifier, &request, patched.as_ref(), &policy, decision)?
         }
         _ => decision,

@@ -2,28 +2,29 @@
 //! SIGTERM or Ctrl-C.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::admission::Policy;
+use crate::admission::Gate;
 use crate::certs::{CertRequest, generate};
 use crate::cli::ServeArgs;
-use crate::index::Index;
-use crate::metrics::{AuditFindings, ReconcileMetrics};
-use crate::metrics::{LocationCheckMetrics, Metrics};
+use crate::domain::Policy;
+use crate::index::{Index, RecordStore, Store};
 use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
-use crate::reconcile::records::RecordStore;
+use crate::reconcile::metrics::{AuditFindings, ReconcileMetrics};
 use crate::reconcile::runner::Reconciler;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
 use crate::state::cluster::{self, Sinks};
 use crate::state::dir;
-use std::sync::atomic::AtomicBool;
+use crate::supervise::Supervisor;
+use crate::verify::metrics::LocationCheckMetrics;
 
 /// How often expired provisional holds are swept.
 const EXPIRE_INTERVAL: Duration = Duration::from_secs(10);
@@ -56,7 +57,9 @@ fn self_signed_files(dir: Option<&std::path::Path>) -> anyhow::Result<CertFiles>
     Ok(files)
 }
 
-/// Runs `serve`.
+/// Runs `serve`: every long-lived task under one [`Supervisor`]. SIGTERM or Ctrl-C makes
+/// the process unready, gives up the Lease and drains in-flight requests; a task that ends
+/// does the same and fails the process with its cause.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let files = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => CertFiles {
@@ -70,13 +73,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let tls = server_config(certificate.clone(), args.client_ca.as_deref())?;
 
     let policy = Arc::new(args.policy.policy());
-    let index = Arc::new(RwLock::new(Index::new(
-        policy.locations.clone(),
-        args.provisional_ttl,
-    )));
     let readiness = Arc::new(Readiness::default());
+    let mut index = Index::new(policy.locations.clone());
+    if let Some(state_dir) = &args.state {
+        let summary = dir::load_dir(state_dir, &mut index)?;
+        tracing::info!(dir = %state_dir.display(), deployments = summary.deployments, savepoints = summary.savepoints, skipped = summary.skipped, "loaded state directory");
+        readiness.deployments_synced();
+        readiness.savepoints_synced();
+    }
+    let store = Arc::new(Store::new(index, args.provisional_ttl));
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry, index.clone());
     let verifier = args
         .verify
         .verifier()?
@@ -84,28 +90,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(verifier) = &verifier {
         tracing::info!(mode = ?verifier.mode(), "verifying Savepoint locations");
     }
-    match &args.state {
-        Some(state_dir) => {
-            let summary = dir::load_dir(
-                state_dir,
-                &mut index.write().unwrap_or_else(|p| p.into_inner()),
-            )?;
-            tracing::info!(dir = %state_dir.display(), deployments = summary.deployments, savepoints = summary.savepoints, skipped = summary.skipped, "loaded state directory");
-            readiness.deployments_synced();
-            readiness.savepoints_synced();
-        }
-        None => {
-            let client = kube::Client::try_default()
-                .await
-                .context("no Kubernetes configuration found (in-cluster or kubeconfig); use --state DIR to run without a cluster")?;
-            let sinks = Sinks {
-                index: index.clone(),
-                records: RecordStore::default(),
-                readiness: readiness.clone(),
-            };
-            start_reconciler(&args, client.clone(), &sinks, policy.clone(), &mut registry);
-            tokio::spawn(cluster::run(client, sinks, args.page_size));
-        }
+
+    let mut tasks = Supervisor::default();
+    let mut elector = None;
+    if args.state.is_none() {
+        let client = kube::Client::try_default()
+            .await
+            .context("no Kubernetes configuration found (in-cluster or kubeconfig); use --state DIR to run without a cluster")?;
+        let sinks = Sinks {
+            store: store.clone(),
+            records: RecordStore::default(),
+            readiness: readiness.clone(),
+        };
+        elector = start_reconciler(
+            &args,
+            client.clone(),
+            &sinks,
+            policy.clone(),
+            &mut registry,
+            &mut tasks,
+        );
+        tasks.spawn("watch", cluster::run(client, sinks, args.page_size));
     }
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -117,29 +122,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         ..Limits::default()
     };
-    let app = App {
-        index: index.clone(),
-        policy,
-        readiness: readiness.clone(),
-        metrics,
-        registry: Arc::new(registry),
-        limits: limits.clone(),
+    let app = App::new(
+        Gate::new(store.clone(), policy),
+        readiness.clone(),
+        limits.clone(),
         verifier,
-    };
+        registry,
+    );
 
-    tokio::spawn(watch_cert_files(
-        files,
-        certificate,
-        args.cert_reload_interval,
-    ));
-    tokio::spawn(async move {
+    tasks.spawn(
+        "certificate-reload",
+        watch_cert_files(files, certificate, args.cert_reload_interval),
+    );
+    tasks.spawn("hold-expiry", async move {
         let mut ticker = tokio::time::interval(EXPIRE_INTERVAL);
         loop {
             ticker.tick().await;
-            index
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .expire(Instant::now());
+            store.expire(Instant::now());
         }
     });
 
@@ -147,31 +146,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving /mutate and /validate over TLS");
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: not ready, draining in-flight requests");
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+    let shutdown = async {
+        tokio::select! {
+            () = shutdown_signal() => {
+                tracing::info!("shutting down: not ready, draining in-flight requests");
+            }
+            ended = tasks.first_exit() => {
+                tracing::error!(error = %ended, "a long-lived task ended; shutting down: not ready, draining in-flight requests");
+                let _ = failed_tx.send(ended);
+            }
+        }
         readiness.begin_shutdown();
+        if let Some(elector) = &elector {
+            elector.release().await;
+        }
     };
     serve(listener, Arc::new(tls), router(app), limits, shutdown).await;
-    Ok(())
+    tasks.shutdown().await;
+    match failed_rx.await {
+        Ok(ended) => Err(anyhow::Error::from(ended).context("savepoint-webhook stopped")),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Starts the audit pass on this replica and, unless turned off, the leader-elected
-/// reconciler that applies its repairs.
+/// reconciler that applies its repairs; returns the elector, which gives up the Lease at
+/// shutdown.
 fn start_reconciler(
     args: &ServeArgs,
     client: kube::Client,
     sinks: &Sinks,
     policy: Arc<Policy>,
     registry: &mut Registry,
-) {
+    tasks: &mut Supervisor,
+) -> Option<LeaderElector> {
     let findings = AuditFindings::default();
     let metrics = ReconcileMetrics::register(registry, findings.clone());
     let identity = args
         .identity
         .clone()
         .unwrap_or_else(crate::cli::default_identity);
-    let leader = if args.reconcile {
+    let (leader, elector) = if args.reconcile {
         let elector = LeaderElector::new(
             client.clone(),
             LeaseConfig {
@@ -182,16 +198,16 @@ fn start_reconciler(
                 renew_every: args.lease_duration / 3,
             },
         );
-        let leader = elector.is_leader();
-        tokio::spawn(elector.run());
-        leader
+        tasks.spawn("lease", elector.clone().run());
+        (elector.is_leader(), Some(elector))
     } else {
-        Arc::new(AtomicBool::new(false))
+        (Arc::new(AtomicBool::new(false)), None)
     };
-    tokio::spawn(
+    tasks.spawn(
+        "reconciler",
         Reconciler {
             client,
-            index: sinks.index.clone(),
+            store: sinks.store.clone(),
             records: sinks.records.clone(),
             policy,
             leader,
@@ -203,6 +219,7 @@ fn start_reconciler(
         }
         .run(),
     );
+    elector
 }
 
 async fn shutdown_signal() {

@@ -1,26 +1,30 @@
-//! In-memory indexes the decisions read: [`Index`]. A state machine fed events
+//! In-memory indexes the decisions read: [`Index`], a state machine fed events
 //! (`apply_*`, `delete_*`, `reset`) by a kube watch or a directory of manifests; it keeps
 //! only what decisions need, never whole objects. Savepoints are kept compactly (see
-//! [`savepoints`]): the index must hold a million of them in little memory.
+//! [`savepoints`]): the index must hold a million of them in little memory. The
+//! provisional holds of Savepoints admitted moments ago are a ledger of their own
+//! ([`holds`]); [`Store`] owns both, each behind its own lock.
 
 mod facts;
+pub mod holds;
+pub mod metrics;
+pub mod records;
 mod savepoints;
+mod store;
 
 use std::borrow::Borrow;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-pub use facts::{DeploymentFacts, SavepointFacts};
+pub use facts::SavepointFacts;
+pub use holds::{HoldKind, HoldLedger, TENTATIVE_TTL};
+pub use records::{RecordStore, SavepointRecord};
 use savepoints::Savepoints;
+pub use store::Store;
 
-use crate::admission::location::{Location, LocationRules};
-
-/// Longest life of a hold `/validate` has not confirmed: the longest admission webhook
-/// timeout the API server allows, so a create refused after `/mutate` stops counting soon.
-pub const TENTATIVE_TTL: Duration = Duration::from_secs(30);
+pub use crate::domain::DeploymentFacts;
+use crate::domain::{DeploymentLookup, LocationRules, NormalizedLocation};
 
 /// Namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,43 +80,36 @@ impl Hash for ObjectKey {
     }
 }
 
+impl ObjectKey {
+    /// A key of `namespace/name` (not interned).
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Whether this is the key of `namespace/name`.
+    pub fn is(&self, namespace: &str, name: &str) -> bool {
+        &*self.namespace == namespace && &*self.name == name
+    }
+}
+
 impl std::fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }
 
-/// A location held by a Savepoint admitted moments ago that the watch has not yet shown.
-#[derive(Clone, Debug)]
-struct Provisional {
-    holder: ObjectKey,
-    expires: Instant,
-}
-
 /// Deployments by name and uid; Savepoints by normalized location.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Index {
     rules: LocationRules,
-    provisional_ttl: Duration,
     namespaces: HashSet<Arc<str>>,
     deployments: HashMap<ObjectKey, Arc<DeploymentFacts>>,
     deployment_uids: HashMap<Arc<str>, ObjectKey>,
     savepoints: Savepoints,
     unindexed_savepoints: HashSet<ObjectKey>,
-    provisional: HashMap<Arc<str>, Holds>,
-    /// When each location with holds is next due for a look, earliest first:
-    /// [`Index::expire`] looks only at the locations that are due. At most one entry per
-    /// location is pending besides stale ones, which are skipped when they come due.
-    expiries: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
-}
-
-/// The provisional holds of one location.
-#[derive(Debug, Default)]
-struct Holds {
-    list: Vec<Provisional>,
-    /// When [`Index::expiries`] next looks at this location: never after the earliest
-    /// expiry in `list`.
-    due: Option<Instant>,
 }
 
 /// Sizes of the indexes, read at scrape time.
@@ -126,24 +123,20 @@ pub struct IndexSizes {
     pub locations: usize,
     /// Savepoints whose location could not be parsed.
     pub unindexed_savepoints: usize,
-    /// Provisional holds not yet confirmed by the watch.
+    /// Provisional holds not yet confirmed by the watch (filled in by [`Store::sizes`]).
     pub provisional: usize,
 }
 
 impl Index {
-    /// An empty index that parses locations with `rules` and keeps provisional holds for
-    /// `provisional_ttl`.
-    pub fn new(rules: LocationRules, provisional_ttl: Duration) -> Self {
+    /// An empty index that parses locations with `rules`.
+    pub fn new(rules: LocationRules) -> Self {
         Self {
             rules,
-            provisional_ttl,
             namespaces: HashSet::new(),
             deployments: HashMap::new(),
             deployment_uids: HashMap::new(),
             savepoints: Savepoints::new(),
             unindexed_savepoints: HashSet::new(),
-            provisional: HashMap::new(),
-            expiries: BinaryHeap::new(),
         }
     }
 
@@ -189,31 +182,30 @@ impl Index {
         }
     }
 
-    /// Adds or replaces a Savepoint, confirming any provisional hold of it.
-    pub fn apply_savepoint(&mut self, facts: &SavepointFacts) {
+    /// Adds or replaces a Savepoint; returns the key and normalized location it is
+    /// indexed under (`None` when its location cannot be parsed).
+    pub fn apply_savepoint(
+        &mut self,
+        facts: &SavepointFacts,
+    ) -> Option<(ObjectKey, NormalizedLocation)> {
         let (namespace, name) = (facts.namespace.as_str(), facts.name.as_str());
-        let location = Location::parse(&facts.location, &self.rules)
-            .ok()
-            .map(|l| l.to_string());
-        if location.is_some() && self.savepoints.location_of(namespace, name) == location.as_deref()
+        let location = NormalizedLocation::parse(&facts.location, &self.rules).ok();
+        if let Some(location) = &location
+            && self.savepoints.location_of(namespace, name) == Some(location.as_str())
         {
-            return;
+            return None;
         }
         self.remove_savepoint(namespace, name);
         let key = self.key(namespace, name);
         let Some(location) = location else {
             self.unindexed_savepoints.insert(key);
-            return;
+            return None;
         };
-        if let Some(holds) = self.provisional.get_mut(location.as_str()) {
-            holds.list.retain(|hold| hold.holder != key);
-            if holds.list.is_empty() {
-                self.provisional.remove(location.as_str());
-            }
-        }
-        if !self.savepoints.insert(key.clone(), &location) {
+        if !self.savepoints.insert(key.clone(), location.as_str()) {
             self.unindexed_savepoints.insert(key);
+            return None;
         }
+        Some((key, location))
     }
 
     /// Removes a Savepoint.
@@ -234,16 +226,16 @@ impl Index {
         all.into_iter().for_each(|d| self.apply_deployment(d));
     }
 
-    /// Replaces all Savepoints (after a full list). Provisional holds are kept: they
-    /// stand for creates the list may not include yet.
+    /// Replaces all Savepoints (after a full list).
     pub fn reset_savepoints<F: Borrow<SavepointFacts>>(
         &mut self,
         all: impl IntoIterator<Item = F>,
     ) {
         self.savepoints.clear();
         self.unindexed_savepoints.clear();
-        all.into_iter()
-            .for_each(|s| self.apply_savepoint(s.borrow()));
+        for facts in all {
+            self.apply_savepoint(facts.borrow());
+        }
     }
 
     /// The Deployment `namespace/name`.
@@ -256,93 +248,14 @@ impl Index {
         self.deployments.get(self.deployment_uids.get(uid)?)
     }
 
-    /// Every Savepoint holding the normalized `location` at `now`, confirmed or provisional.
-    /// A provisional hold is ignored once the watch shows its holder at another location
-    /// (the create it stood for was refused, e.g. because the name was taken).
-    pub fn holders(&self, location: &str, now: Instant) -> Vec<&ObjectKey> {
-        let mut out: Vec<&ObjectKey> = self.savepoints.holders(location).collect();
-        for hold in self
-            .provisional
-            .get(location)
-            .into_iter()
-            .flat_map(|holds| &holds.list)
-        {
-            let stored_elsewhere = self
-                .savepoints
-                .location_of(&hold.holder.namespace, &hold.holder.name)
-                .is_some_and(|stored| stored != location);
-            if hold.expires > now && !stored_elsewhere && !out.contains(&&hold.holder) {
-                out.push(&hold.holder);
-            }
-        }
-        out
+    /// Every stored Savepoint holding the normalized `location`.
+    pub fn holders(&self, location: &NormalizedLocation) -> impl Iterator<Item = &ObjectKey> {
+        self.savepoints.holders(location.as_str())
     }
 
-    /// Records that `namespace/name` was just admitted holding the normalized `location`,
-    /// so it counts as referenced until the watch shows it or the hold expires. A
-    /// `tentative` hold (from `/mutate`, before the API server has checked the name and
-    /// schema) lives at most [`TENTATIVE_TTL`]; a confirmed one (from `/validate`, the
-    /// last step before storage) lives the full provisional TTL.
-    pub fn hold(
-        &mut self,
-        location: &str,
-        namespace: &str,
-        name: &str,
-        tentative: bool,
-        now: Instant,
-    ) {
-        if self.savepoints.location_of(namespace, name) == Some(location) {
-            return;
-        }
-        let holder = self.key(namespace, name);
-        self.expire(now);
-        let ttl = if tentative {
-            self.provisional_ttl.min(TENTATIVE_TTL)
-        } else {
-            self.provisional_ttl
-        };
-        let expires = now + ttl;
-        let location = match self.provisional.get_key_value(location) {
-            Some((shared, _)) => shared.clone(),
-            None => Arc::from(location),
-        };
-        let holds = self.provisional.entry(location.clone()).or_default();
-        match holds.list.iter_mut().find(|hold| hold.holder == holder) {
-            Some(hold) => hold.expires = hold.expires.max(expires),
-            None => holds.list.push(Provisional { holder, expires }),
-        }
-        if holds.due.is_none_or(|due| expires < due) {
-            holds.due = Some(expires);
-            self.expiries.push(Reverse((expires, location)));
-        }
-    }
-
-    /// Drops provisional holds that expired by `now`. Looks only at the holds that are
-    /// due, so a busy webhook can call it on every admission.
-    pub fn expire(&mut self, now: Instant) {
-        while let Some(Reverse((due, _))) = self.expiries.peek()
-            && *due <= now
-        {
-            let Some(Reverse((_, location))) = self.expiries.pop() else {
-                break;
-            };
-            let Some(holds) = self.provisional.get_mut(&location) else {
-                continue;
-            };
-            holds.list.retain(|hold| hold.expires > now);
-            let next = holds.list.iter().map(|hold| hold.expires).min();
-            match next {
-                None => {
-                    self.provisional.remove(&location);
-                }
-                // The pending look is this one or a stale one: schedule the next.
-                Some(next) if holds.due.is_none_or(|due| due <= now) => {
-                    holds.due = Some(next);
-                    self.expiries.push(Reverse((next, location)));
-                }
-                Some(_) => {}
-            }
-        }
+    /// The normalized location stored for `namespace/name`, if any.
+    pub fn location_of(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.savepoints.location_of(namespace, name)
     }
 
     /// Current sizes.
@@ -352,12 +265,18 @@ impl Index {
             savepoints: self.savepoints.len(),
             locations: self.savepoints.locations(),
             unindexed_savepoints: self.unindexed_savepoints.len(),
-            provisional: self
-                .provisional
-                .values()
-                .map(|holds| holds.list.len())
-                .sum(),
+            provisional: 0,
         }
+    }
+}
+
+impl DeploymentLookup for Index {
+    fn by_name(&self, namespace: &str, name: &str) -> Option<&DeploymentFacts> {
+        self.deployment_by_name(namespace, name).map(Arc::as_ref)
+    }
+
+    fn by_uid(&self, uid: &str) -> Option<&DeploymentFacts> {
+        self.deployment_by_uid(uid).map(Arc::as_ref)
     }
 }
 

@@ -21,6 +21,7 @@ use super::ObjectKey;
 const END: u32 = u32::MAX;
 
 /// One indexed Savepoint.
+#[derive(Clone)]
 struct Slot {
     key: ObjectKey,
     /// Normalized location, shared by every slot holding the same one.
@@ -78,6 +79,7 @@ impl Chain {
 }
 
 /// Savepoints by key and by normalized location.
+#[derive(Clone)]
 pub(super) struct Savepoints {
     slots: Vec<Slot>,
     by_key: Heads,

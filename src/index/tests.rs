@@ -1,4 +1,5 @@
-//! The index as a state machine: apply, delete, reset, provisional holds.
+//! The index and its hold ledger as one state machine, through [`Store`]: apply, delete,
+//! reset, provisional holds.
 
 use std::time::{Duration, Instant};
 
@@ -6,8 +7,75 @@ use super::*;
 
 const TTL: Duration = Duration::from_secs(30);
 
-fn mk_index() -> Index {
-    Index::new(LocationRules::default(), TTL)
+/// A store under test, with the index's vocabulary over `&str` locations.
+struct Under(Store);
+
+impl Under {
+    fn location(raw: &str) -> NormalizedLocation {
+        NormalizedLocation::parse(raw, &LocationRules::default()).unwrap()
+    }
+    fn apply_savepoint(&self, facts: &SavepointFacts) {
+        self.0.apply_savepoint(facts);
+    }
+    fn delete_savepoint(&self, namespace: &str, name: &str) {
+        self.0.delete_savepoint(namespace, name);
+    }
+    fn reset_savepoints(&self, all: &[SavepointFacts]) {
+        self.0.reset_savepoints(all);
+    }
+    fn apply_deployment(&self, facts: DeploymentFacts) {
+        self.0.apply_deployment(facts);
+    }
+    fn delete_deployment(&self, namespace: &str, name: &str) {
+        self.0.delete_deployment(namespace, name);
+    }
+    fn reset_deployments(&self, all: impl IntoIterator<Item = DeploymentFacts>) {
+        self.0.reset_deployments(all);
+    }
+    fn deployment_by_uid(&self, uid: &str) -> Option<DeploymentFacts> {
+        self.0.read().deployment_by_uid(uid).map(|d| (**d).clone())
+    }
+    fn deployment_by_name(&self, namespace: &str, name: &str) -> Option<DeploymentFacts> {
+        self.0
+            .read()
+            .deployment_by_name(namespace, name)
+            .map(|d| (**d).clone())
+    }
+    fn hold(&self, location: &str, namespace: &str, name: &str, tentative: bool, now: Instant) {
+        let kind = if tentative {
+            HoldKind::Tentative
+        } else {
+            HoldKind::Confirmed
+        };
+        let index = self.0.read();
+        self.0.hold(
+            &index,
+            &Self::location(location),
+            &ObjectKey::new(namespace, name),
+            kind,
+            now,
+        );
+    }
+    fn holders(&self, location: &str, now: Instant) -> Vec<ObjectKey> {
+        self.0.holders(&Self::location(location), now)
+    }
+    fn expire(&self, now: Instant) {
+        self.0.expire(now);
+    }
+    fn sizes(&self) -> IndexSizes {
+        self.0.sizes()
+    }
+    fn pending_expiries(&self) -> usize {
+        self.0.pending_expiries()
+    }
+}
+
+fn mk_index() -> Under {
+    mk_index_with(TTL)
+}
+
+fn mk_index_with(ttl: Duration) -> Under {
+    Under(Store::new(Index::new(LocationRules::default()), ttl))
 }
 
 fn mk_savepoint(namespace: &str, name: &str, location: &str) -> SavepointFacts {
@@ -29,7 +97,7 @@ fn mk_deployment(name: &str, uid: &str) -> DeploymentFacts {
     }
 }
 
-fn holder_names(index: &Index, location: &str, now: Instant) -> Vec<String> {
+fn holder_names(index: &Under, location: &str, now: Instant) -> Vec<String> {
     let mut names: Vec<String> = index
         .holders(location, now)
         .iter()
@@ -41,7 +109,7 @@ fn holder_names(index: &Index, location: &str, now: Instant) -> Vec<String> {
 
 #[test]
 fn savepoints_are_found_by_normalized_location() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.apply_savepoint(&mk_savepoint("a", "one", "s3a://b/p/chk-1/_metadata"));
     index.apply_savepoint(&mk_savepoint("b", "two", "s3://b/p/chk-1/"));
@@ -58,7 +126,7 @@ fn savepoints_are_found_by_normalized_location() {
 
 #[test]
 fn a_changed_location_moves_the_entry() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.apply_savepoint(&mk_savepoint("a", "one", "s3://b/old"));
     index.apply_savepoint(&mk_savepoint("a", "one", "s3://b/new"));
@@ -69,7 +137,7 @@ fn a_changed_location_moves_the_entry() {
 
 #[test]
 fn unparseable_locations_are_counted_not_indexed() {
-    let mut index = mk_index();
+    let index = mk_index();
     index.apply_savepoint(&mk_savepoint("a", "bad", "ftp://x/y"));
     assert_eq!(index.sizes().unindexed_savepoints, 1);
     assert_eq!(index.sizes().locations, 0);
@@ -79,7 +147,7 @@ fn unparseable_locations_are_counted_not_indexed() {
 
 #[test]
 fn reset_drops_entries_the_new_list_lacks() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.apply_savepoint(&mk_savepoint("a", "gone", "s3://b/gone"));
     index.reset_savepoints(&[mk_savepoint("a", "kept", "s3://b/kept")]);
@@ -94,7 +162,7 @@ fn reset_drops_entries_the_new_list_lacks() {
 
 #[test]
 fn deployments_by_name_and_uid_follow_updates() {
-    let mut index = mk_index();
+    let index = mk_index();
     index.apply_deployment(mk_deployment("app", "u-1"));
     index.apply_deployment(mk_deployment("app", "u-2"));
     assert!(
@@ -109,7 +177,7 @@ fn deployments_by_name_and_uid_follow_updates() {
 
 #[test]
 fn provisional_holds_count_until_confirmed_or_expired() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.hold("s3://b/p", "a", "fresh", false, now);
     assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
@@ -133,16 +201,16 @@ fn provisional_holds_count_until_confirmed_or_expired() {
 
 #[test]
 fn reset_keeps_provisional_holds() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.hold("s3://b/p", "a", "fresh", false, now);
-    index.reset_savepoints(&[] as &[SavepointFacts]);
+    index.reset_savepoints(&[]);
     assert_eq!(holder_names(&index, "s3://b/p", now), ["a/fresh"]);
 }
 
 #[test]
 fn tentative_holds_are_short_and_confirmation_extends_them() {
-    let mut index = Index::new(LocationRules::default(), Duration::from_secs(120));
+    let index = mk_index_with(Duration::from_secs(120));
     let now = Instant::now();
     index.hold("s3://b/p", "a", "maybe", true, now);
     assert!(
@@ -164,7 +232,7 @@ fn tentative_holds_are_short_and_confirmation_extends_them() {
 
 #[test]
 fn a_hold_for_a_name_stored_elsewhere_does_not_count() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.apply_savepoint(&mk_savepoint("a", "taken", "s3://b/first"));
     index.hold("s3://b/second", "a", "taken", false, now);
@@ -176,7 +244,7 @@ fn a_hold_for_a_name_stored_elsewhere_does_not_count() {
 
 #[test]
 fn an_extended_hold_is_looked_at_again_when_first_due() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     index.hold("s3://b/p", "a", "busy", false, now);
     index.hold(
@@ -194,12 +262,12 @@ fn an_extended_hold_is_looked_at_again_when_first_due() {
     );
     index.expire(now + TTL + Duration::from_secs(10));
     assert_eq!(index.sizes().provisional, 0);
-    assert!(index.expiries.is_empty());
+    assert!(index.pending_expiries() == 0);
 }
 
 #[test]
 fn repeated_holds_keep_one_pending_expiry_per_location() {
-    let mut index = mk_index();
+    let index = mk_index();
     let now = Instant::now();
     for ms in 0..1000 {
         index.hold(
@@ -210,9 +278,9 @@ fn repeated_holds_keep_one_pending_expiry_per_location() {
             now + Duration::from_millis(ms),
         );
     }
-    assert_eq!(index.expiries.len(), 1);
+    assert_eq!(index.pending_expiries(), 1);
     assert_eq!(holder_names(&index, "s3://b/p", now + TTL), ["a/busy"]);
     index.expire(now + TTL + Duration::from_secs(1));
     assert_eq!(index.sizes().provisional, 0);
-    assert!(index.expiries.is_empty());
+    assert!(index.pending_expiries() == 0);
 }

@@ -1,6 +1,8 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease: [`LeaderElector::run`] keeps
 //! [`LeaderElector::is_leader`] true on exactly one replica at a time. A holder that stops
-//! renewing loses the Lease once `duration` has passed since its last renewal.
+//! renewing loses the Lease once `duration` has passed since its last renewal; one that
+//! shuts down gives it up at once ([`LeaderElector::release`]), so another replica takes
+//! over at its next attempt instead of after the lease duration.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,11 +29,16 @@ pub struct LeaseConfig {
     pub renew_every: Duration,
 }
 
-/// Holds or waits for the Lease.
+/// Holds or waits for the Lease. Clones share the flag and the lock, so one clone can
+/// run while another releases.
+#[derive(Clone)]
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
     leader: Arc<AtomicBool>,
+    /// Held across every write of the Lease; `true` once released, after which this
+    /// replica never writes it again.
+    released: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl LeaderElector {
@@ -41,6 +48,7 @@ impl LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
             leader: Arc::new(AtomicBool::new(false)),
+            released: Arc::new(tokio::sync::Mutex::new(false)),
         }
     }
 
@@ -55,7 +63,15 @@ impl LeaderElector {
     pub async fn run(self) {
         let mut last_renewed: Option<Instant> = None;
         loop {
-            match self.try_acquire_or_renew().await {
+            let released = self.released.lock().await;
+            if *released {
+                drop(released);
+                // Given up at shutdown: stay parked until the process ends.
+                return std::future::pending().await;
+            }
+            let attempt = self.try_acquire_or_renew().await;
+            drop(released);
+            match attempt {
                 Ok(true) => {
                     if !self.leader.swap(true, Ordering::AcqRel) {
                         tracing::info!(identity = %self.config.identity, lease = %self.config.name, "became leader");
@@ -77,6 +93,43 @@ impl LeaderElector {
             }
             tokio::time::sleep(self.config.renew_every).await;
         }
+    }
+
+    /// Gives up the Lease if this replica holds it (holder cleared, duration one second),
+    /// and never acquires or renews it again. Errors are logged: the Lease then expires
+    /// after its duration, as if this replica had died.
+    pub async fn release(&self) {
+        let mut released = self.released.lock().await;
+        *released = true;
+        if !self.leader.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        match self.vacate().await {
+            Ok(true) => {
+                tracing::info!(identity = %self.config.identity, lease = %self.config.name, "gave up the lease")
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot give up the lease; it expires after its duration")
+            }
+        }
+    }
+
+    async fn vacate(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        self.api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await?;
+        Ok(true)
     }
 
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {

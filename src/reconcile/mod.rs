@@ -3,6 +3,6 @@
 //! holds the [`lease`]; the `audit` command prints the same findings.
 
 pub mod lease;
+pub mod metrics;
 pub mod plan;
-pub mod records;
 pub mod runner;

@@ -7,12 +7,11 @@ use std::fmt;
 use json_patch::PatchOperation;
 use serde::Serialize;
 
-use super::records::SavepointRecord;
-use crate::admission::location::Location;
-use crate::admission::patch::{add, replace};
-use crate::admission::{Policy, ReferenceScope, resolve_deployment};
-use crate::index::Index;
-use crate::resources::{RestoreKind, SPEC_VERSION_ANNOTATION};
+use crate::domain::rules::{self, Change};
+use crate::domain::{
+    DeploymentLookup, NormalizedLocation, Origin, Policy, ReferenceScope, deployment,
+};
+use crate::index::SavepointRecord;
 
 /// A rule of the contract a stored Savepoint breaks, or a reason it would be warned about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -113,14 +112,17 @@ pub struct Plan {
     pub repairs: Vec<Repair>,
 }
 
-/// Plans one pass over `savepoints` (sorted by namespace and name).
-pub fn plan(savepoints: &[SavepointRecord], index: &Index, policy: &Policy) -> Plan {
+/// Plans one pass over `savepoints` (sorted by namespace and name), resolving their
+/// Deployments in `lookup`.
+pub fn plan(
+    savepoints: &[SavepointRecord],
+    lookup: &impl DeploymentLookup,
+    policy: &Policy,
+) -> Plan {
     let mut out = Plan::default();
     let earliest = earliest_holders(savepoints, policy);
     for record in savepoints {
         let mut findings = Vec::new();
-        let mut ops = Vec::new();
-        let mut notes = Vec::new();
         let finding = |rule, message: String| Finding {
             rule,
             namespace: record.namespace.clone(),
@@ -131,107 +133,95 @@ pub fn plan(savepoints: &[SavepointRecord], index: &Index, policy: &Policy) -> P
         let location = record
             .location
             .as_deref()
-            .map(|raw| Location::parse(raw, &policy.locations).map(|l| l.to_string()));
-        match &location {
-            Some(Ok(location)) => {
-                let key = scope_key(policy, &record.namespace, location);
-                if let Some(first) = earliest.get(&key)
-                    && (first.namespace != record.namespace || first.name != record.name)
-                    && record.origin.as_deref() != Some("COPIED")
-                {
-                    let message = format!(
-                        "location {location} is first held by Savepoint {}/{}; origin {} should be COPIED",
-                        first.namespace,
-                        first.name,
-                        record.origin.as_deref().unwrap_or("unset")
-                    );
-                    findings.push(finding(Rule::DuplicateLocation, message.clone()));
-                    let path = ["spec", "origin"];
-                    ops.push(match record.origin {
-                        Some(_) => replace(&path, "COPIED".into()),
-                        None => add(&path, "COPIED".into()),
-                    });
-                    notes.push(format!("set spec.origin to COPIED: {message}"));
-                }
+            .map(|raw| NormalizedLocation::parse(raw, &policy.locations));
+        let first_holder = match &location {
+            Some(Ok(location)) => earliest
+                .get(&scope_key(policy, &record.namespace, location))
+                .copied()
+                .filter(|first| !(first.namespace == record.namespace && first.name == record.name))
+                .map(|first| (location, first)),
+            Some(Err(err)) => {
+                findings.push(finding(
+                    Rule::MalformedLocation,
+                    format!("spec.savepointLocation {err}"),
+                ));
+                None
             }
-            Some(Err(err)) => findings.push(finding(
-                Rule::MalformedLocation,
-                format!("spec.savepointLocation {err}"),
-            )),
-            None => findings.push(finding(
-                Rule::MalformedLocation,
-                "spec.savepointLocation is missing".into(),
-            )),
-        }
+            None => {
+                findings.push(finding(
+                    Rule::MalformedLocation,
+                    "spec.savepointLocation is missing".into(),
+                ));
+                None
+            }
+        };
 
-        match resolve_deployment(
-            index,
+        let view = record.view();
+        let mut changes = Vec::new();
+        match deployment::resolve(
+            lookup,
             &record.namespace,
-            record.deployment_name.as_deref(),
-            record.deployment_id.as_deref(),
+            view.deployment_name,
+            view.deployment_id,
         ) {
-            Err(denied) => findings.push(finding(
-                Rule::UnknownDeployment,
-                denied
-                    .message
-                    .unwrap_or_else(|| "its Deployment cannot be resolved".into()),
-            )),
+            Err(problem) => findings.push(finding(Rule::UnknownDeployment, problem.to_string())),
             Ok(deployment) => {
-                let current = deployment.spec_version.as_deref().unwrap_or_default();
-                match &record.spec_version {
-                    None => {
-                        findings.push(finding(Rule::MissingAnnotation, format!("no spec-version annotation; Deployment {} is at {current}", deployment.name)));
-                        ops.push(if record.has_annotations {
-                            add(&["metadata", "annotations", SPEC_VERSION_ANNOTATION], current.into())
-                        } else {
-                            add(&["metadata", "annotations"], serde_json::json!({ SPEC_VERSION_ANNOTATION: current }))
-                        });
-                        notes.push(format!("added annotation {SPEC_VERSION_ANNOTATION}={current} from Deployment {}", deployment.name));
-                    }
-                    Some(version) if version != current => findings.push(finding(
+                changes = rules::changes(&view, deployment, first_holder.is_some());
+                for change in &changes {
+                    let (rule, message) = match change {
+                        Change::AddAnnotation { version } => (
+                            Rule::MissingAnnotation,
+                            format!(
+                                "no spec-version annotation; Deployment {} is at {version}",
+                                deployment.name
+                            ),
+                        ),
+                        Change::FillDeploymentName { .. } => (
+                            Rule::MissingDeploymentReference,
+                            "spec.deploymentName is missing".into(),
+                        ),
+                        Change::FillDeploymentId { .. } => (
+                            Rule::MissingDeploymentReference,
+                            "spec.deploymentId is missing".into(),
+                        ),
+                        Change::SetCopied { was } => {
+                            let was = was.map_or("unset", Origin::as_str);
+                            let message = match first_holder {
+                                Some((location, first)) => format!(
+                                    "location {location} is first held by Savepoint {}/{}; origin {was} should be COPIED",
+                                    first.namespace, first.name
+                                ),
+                                None => format!("origin {was} should be COPIED"),
+                            };
+                            (Rule::DuplicateLocation, message)
+                        }
+                    };
+                    findings.push(finding(rule, message));
+                }
+                if let Some(given) = rules::stale_spec_version(&view, deployment) {
+                    findings.push(finding(
                         Rule::StaleSpecVersion,
-                        format!("spec version {version} differs from Deployment {}'s {current}; it is used only for restores of spec version {version}", deployment.name),
-                    )),
-                    Some(_) => {}
-                }
-                if record.deployment_name.is_none() {
-                    findings.push(finding(
-                        Rule::MissingDeploymentReference,
-                        "spec.deploymentName is missing".into(),
+                        format!(
+                            "spec version {given} differs from Deployment {}'s {}; it is used only for restores of spec version {given}",
+                            deployment.name,
+                            deployment.spec_version.as_deref().unwrap_or_default()
+                        ),
                     ));
-                    ops.push(add(
-                        &["spec", "deploymentName"],
-                        deployment.name.as_str().into(),
-                    ));
-                    notes.push(format!("filled in spec.deploymentName={}", deployment.name));
                 }
-                if record.deployment_id.is_none() {
-                    findings.push(finding(
-                        Rule::MissingDeploymentReference,
-                        "spec.deploymentId is missing".into(),
-                    ));
-                    ops.push(add(
-                        &["spec", "deploymentId"],
-                        deployment.uid.as_str().into(),
-                    ));
-                    notes.push(format!("filled in spec.deploymentId={}", deployment.uid));
-                }
-                let origin_after = if ops.iter().any(|op| op.path().as_str() == "/spec/origin") {
-                    Some("COPIED")
-                } else {
-                    record.origin.as_deref()
-                };
-                if let Some(why) = not_restorable(
-                    record.state.as_deref(),
-                    origin_after,
-                    deployment.restore_kind,
-                ) {
-                    findings.push(finding(Rule::NotRestorable, why));
-                }
+                let blockers = rules::restore_blockers(
+                    view.state,
+                    rules::origin_after(&view, &changes),
+                    deployment,
+                );
+                findings.extend(
+                    blockers
+                        .iter()
+                        .map(|blocker| finding(Rule::NotRestorable, blocker.to_string())),
+                );
             }
         }
 
-        if !ops.is_empty() {
+        if !changes.is_empty() {
             out.repairs.push(Repair {
                 namespace: record.namespace.clone(),
                 name: record.name.clone(),
@@ -241,8 +231,11 @@ pub fn plan(savepoints: &[SavepointRecord], index: &Index, policy: &Policy) -> P
                     .map(|f| f.rule)
                     .filter(|r| r.repairable())
                     .collect(),
-                ops,
-                note: notes.join("; "),
+                ops: changes
+                    .iter()
+                    .map(|change| change.operation(view.metadata))
+                    .collect(),
+                note: repair_note(&changes, first_holder),
             });
         }
         out.findings.extend(findings);
@@ -250,58 +243,54 @@ pub fn plan(savepoints: &[SavepointRecord], index: &Index, policy: &Policy) -> P
     out
 }
 
-fn not_restorable(
-    state: Option<&str>,
-    origin: Option<&str>,
-    restore: Option<RestoreKind>,
-) -> Option<String> {
-    if state != Some("COMPLETED") {
-        return Some(format!(
-            "status.state is {}; only COMPLETED Savepoints are restored",
-            state.unwrap_or("unset")
-        ));
-    }
-    match restore {
-        Some(RestoreKind::None) => Some("its Deployment's restore strategy is NONE".into()),
-        Some(RestoreKind::LatestSavepoint) if origin == Some("RETAINED_CHECKPOINT") => Some(
-            "its Deployment restores with LATEST_SAVEPOINT, which skips RETAINED_CHECKPOINT".into(),
-        ),
-        _ => None,
-    }
+/// What a repair changes and why, for its Event.
+fn repair_note(
+    changes: &[Change],
+    first_holder: Option<(&NormalizedLocation, &SavepointRecord)>,
+) -> String {
+    changes
+        .iter()
+        .map(|change| match (change, first_holder) {
+            (Change::SetCopied { .. }, Some((location, first))) => format!(
+                "{change}: location {location} is first held by Savepoint {}/{}",
+                first.namespace, first.name
+            ),
+            _ => change.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-fn scope_key(policy: &Policy, namespace: &str, location: &str) -> (String, String) {
+fn scope_key(
+    policy: &Policy,
+    namespace: &str,
+    location: &NormalizedLocation,
+) -> (String, NormalizedLocation) {
     match policy.scope {
-        ReferenceScope::Namespace => (namespace.to_string(), location.to_string()),
-        ReferenceScope::Cluster => (String::new(), location.to_string()),
+        ReferenceScope::Namespace => (namespace.to_string(), location.clone()),
+        ReferenceScope::Cluster => (String::new(), location.clone()),
     }
 }
 
-/// The earliest holder (creationTimestamp, then uid, then name) of each location.
+/// The earliest holder of each location, in the order of [`rules::holder_rank`].
 fn earliest_holders<'a>(
     savepoints: &'a [SavepointRecord],
     policy: &Policy,
-) -> BTreeMap<(String, String), &'a SavepointRecord> {
-    let mut earliest: BTreeMap<(String, String), &SavepointRecord> = BTreeMap::new();
-    let order = |r: &SavepointRecord| {
-        (
-            r.created.unwrap_or(i64::MAX),
-            r.uid.clone(),
-            r.namespace.clone(),
-            r.name.clone(),
-        )
-    };
+) -> BTreeMap<(String, NormalizedLocation), &'a SavepointRecord> {
+    let mut earliest: BTreeMap<(String, NormalizedLocation), &SavepointRecord> = BTreeMap::new();
+    let rank =
+        |r: &'a SavepointRecord| rules::holder_rank(r.created, r.origin, &r.namespace, &r.name);
     for record in savepoints {
         let Some(Ok(location)) = record
             .location
             .as_deref()
-            .map(|raw| Location::parse(raw, &policy.locations))
+            .map(|raw| NormalizedLocation::parse(raw, &policy.locations))
         else {
             continue;
         };
-        let key = scope_key(policy, &record.namespace, &location.to_string());
+        let key = scope_key(policy, &record.namespace, &location);
         match earliest.get(&key) {
-            Some(first) if order(first) <= order(record) => {}
+            Some(first) if rank(first) <= rank(record) => {}
             _ => {
                 earliest.insert(key, record);
             }
@@ -321,18 +310,18 @@ pub fn count_by_rule(findings: &[Finding]) -> BTreeMap<Rule, usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use serde_json::Value;
 
     use super::*;
-    use crate::admission::location::LocationRules;
-    use crate::index::DeploymentFacts;
+    use crate::domain::{DeploymentFacts, LocationRules, RestoreKind, SavepointState};
+    use crate::index::Index;
+    use crate::resources::SPEC_VERSION_ANNOTATION;
 
     const UID: &str = "c8e5eee4-414c-40aa-9d1d-76c4434d055a";
 
     fn mk_index() -> Index {
-        let mut index = Index::new(LocationRules::default(), Duration::ZERO);
+        let mut index = Index::new(LocationRules::default());
         index.apply_deployment(DeploymentFacts {
             namespace: "default".into(),
             name: "app".into(),
@@ -353,11 +342,11 @@ mod tests {
             has_annotations: true,
             created: Some(created),
             location: Some(location.into()),
-            origin: Some("USER_REQUEST".into()),
+            origin: Some(Origin::UserRequest),
             spec_version: Some("3".into()),
             deployment_name: Some("app".into()),
             deployment_id: Some(UID.into()),
-            state: Some("COMPLETED".into()),
+            state: Some(SavepointState::Completed),
         }
     }
 
@@ -389,7 +378,7 @@ mod tests {
     #[test]
     fn later_holders_of_a_location_become_copied_and_the_earliest_keeps_its_origin() {
         let mut copied = mk_record("c", 3, "s3://b/p");
-        copied.origin = Some("COPIED".into());
+        copied.origin = Some(Origin::Copied);
         let mut unset = mk_record("d", 2, "s3a://b/p/_metadata");
         unset.origin = None;
         let records = [
@@ -422,13 +411,40 @@ mod tests {
     }
 
     #[test]
-    fn ties_on_creation_time_are_broken_by_uid() {
+    fn ties_on_creation_time_are_broken_by_name() {
         let records = [mk_record("y", 1, "s3://b/p"), mk_record("x", 1, "s3://b/p")];
         let plan = plan(&records, &mk_index(), &Policy::default());
         assert_eq!(plan.repairs.len(), 1);
         assert_eq!(
             plan.repairs[0].name, "y",
-            "uid-x sorts first and keeps its origin"
+            "x sorts first and keeps its origin"
+        );
+    }
+
+    #[test]
+    fn without_creation_times_the_platforms_savepoint_holds_first_as_admission_decided() {
+        let mut retained = mk_record("retained-chk-42", 0, "s3://b/chk-42");
+        retained.created = None;
+        retained.origin = Some(Origin::RetainedCheckpoint);
+        let mut by_hand = mk_record("restore-from-chk-42", 0, "s3://b/chk-42");
+        by_hand.created = None;
+        by_hand.origin = None;
+        let mut copied = mk_record("a-copy", 0, "s3://b/chk-42");
+        copied.created = None;
+        copied.origin = Some(Origin::Copied);
+        let plan = plan(
+            &[copied, by_hand, retained],
+            &mk_index(),
+            &Policy::default(),
+        );
+        let repaired: Vec<&str> = plan.repairs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(repaired, ["restore-from-chk-42"]);
+        assert!(
+            plan.repairs[0]
+                .note
+                .contains("first held by Savepoint default/retained-chk-42"),
+            "{}",
+            plan.repairs[0].note
         );
     }
 
@@ -478,9 +494,9 @@ mod tests {
         let mut stale = mk_record("stale", 2, "s3://b/q");
         stale.spec_version = Some("2".into());
         let mut retained = mk_record("retained", 3, "s3://b/r");
-        retained.origin = Some("RETAINED_CHECKPOINT".into());
+        retained.origin = Some(Origin::RetainedCheckpoint);
         let mut bad = mk_record("bad", 4, "ftp://h/p");
-        bad.state = Some("FAILED".into());
+        bad.state = Some(SavepointState::Failed);
         let plan = plan(
             &[unknown, stale, retained, bad],
             &mk_index(),

@@ -3,8 +3,8 @@
 //! repair is a JSON Patch whose first operation tests `metadata.resourceVersion`, so a
 //! concurrent change is never clobbered: the repair fails and the next pass re-plans.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,11 +15,10 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use super::metrics::{AuditFindings, ReconcileMetrics, RepairLabels};
 use super::plan::{Plan, Repair, plan};
-use super::records::RecordStore;
-use crate::admission::Policy;
-use crate::index::Index;
-use crate::metrics::{AuditFindings, ReconcileMetrics, RepairLabels};
+use crate::domain::Policy;
+use crate::index::{RecordStore, Store};
 use crate::readiness::Readiness;
 use crate::resources::{GROUP, Savepoint, VERSION};
 
@@ -31,7 +30,7 @@ pub struct Reconciler {
     /// Client for patches and Events.
     pub client: Client,
     /// The admission index (Deployments are read from it).
-    pub index: Arc<RwLock<Index>>,
+    pub store: Arc<Store>,
     /// Stored Savepoints.
     pub records: RecordStore,
     /// Decision settings (location rules, scope).
@@ -75,8 +74,7 @@ impl Reconciler {
     /// Plans the current state.
     pub fn plan_now(&self) -> Plan {
         let records = self.records.snapshot();
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        plan(&records, &index, &self.policy)
+        plan(&records, &*self.store.read(), &self.policy)
     }
 
     /// Runs passes until the process stops.

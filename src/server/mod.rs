@@ -3,10 +3,11 @@
 //! HTTP/2) until shutdown, then drains in-flight requests.
 
 mod connection;
+pub mod metrics;
 pub mod tls;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -24,10 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::{self, Decision, Policy, Reason, decode};
-use crate::index::Index;
-use crate::metrics::{DecisionLabels, Metrics, RequestLabels, RouteLabels};
+use crate::admission::{self, Decision, Gate, Reason, decode};
+use crate::index::metrics::IndexCollector;
 use crate::readiness::Readiness;
+use metrics::{DecisionLabels, Metrics, RequestLabels, RouteLabels};
 
 /// Limits that keep one client from exhausting the server. Defaults are safe for an
 /// admission webhook: the API server sends small bodies and at most a few hundred
@@ -78,10 +79,8 @@ impl Default for Limits {
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct App {
-    /// The indexes decisions read.
-    pub index: Arc<RwLock<Index>>,
-    /// Decision settings.
-    pub policy: Arc<Policy>,
+    /// The admissions, over the index and the hold ledger.
+    pub gate: Gate,
     /// Whether the indexes have synced.
     pub readiness: Arc<Readiness>,
     /// Metric families.
@@ -92,6 +91,29 @@ pub struct App {
     pub limits: Limits,
     /// Location verification of Savepoint creates in `/validate`; `None` when it is off.
     pub verifier: Option<crate::verify::Verifier>,
+}
+
+impl App {
+    /// The app of `gate`: registers the server's metric families and the index's
+    /// scrape-time collector in `registry`, which `/metrics` then encodes.
+    pub fn new(
+        gate: Gate,
+        readiness: Arc<Readiness>,
+        limits: Limits,
+        verifier: Option<crate::verify::Verifier>,
+        mut registry: Registry,
+    ) -> Self {
+        let metrics = Metrics::register(&mut registry);
+        registry.register_collector(Box::new(IndexCollector(gate.store().clone())));
+        Self {
+            gate,
+            readiness,
+            metrics,
+            registry: Arc::new(registry),
+            limits,
+            verifier,
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -280,7 +302,11 @@ async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
         (Some(verifier), Endpoint::Validate) => {
             let remaining = budget.saturating_sub(started.elapsed());
             verifier
-                .check_request(&request, &app.policy.locations, verifier.budget(remaining))
+                .check_request(
+                    &request,
+                    &app.gate.policy().locations,
+                    verifier.budget(remaining),
+                )
                 .await
         }
         _ => None,
@@ -323,31 +349,8 @@ fn decide(app: &App, endpoint: Endpoint, request: &decode::Request) -> Decision 
     }
     let now = Instant::now();
     match endpoint {
-        Endpoint::Mutate => {
-            // Deciding only reads; the write lock is taken to record the hold, and the
-            // decision taken again only if the location's holders changed meanwhile.
-            let decision = {
-                let index = app.index.read().unwrap_or_else(|p| p.into_inner());
-                admission::mutate(request, &index, &app.policy, now)
-            };
-            if decision.hold.is_none() {
-                return decision;
-            }
-            let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
-            admission::record_mutate_hold(request, decision, &mut index, &app.policy, now)
-        }
-        Endpoint::Validate => {
-            // Validation only reads; the write lock is taken only to confirm a hold.
-            let decision = {
-                let index = app.index.read().unwrap_or_else(|p| p.into_inner());
-                admission::validate(request, &index, &app.policy)
-            };
-            if let Some(hold) = admission::hold_to_confirm(request, &decision, &app.policy) {
-                let mut index = app.index.write().unwrap_or_else(|p| p.into_inner());
-                index.hold(&hold.location, &hold.namespace, &hold.name, false, now);
-            }
-            decision
-        }
+        Endpoint::Mutate => app.gate.admit_mutate(request, now),
+        Endpoint::Validate => app.gate.admit_validate(request, now),
     }
 }
 

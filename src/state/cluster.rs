@@ -1,7 +1,7 @@
 //! The cluster state source: list-then-watch of Savepoints and Deployments (paginated
 //! lists, as a 1.20 API server supports) feeding the index: [`run`].
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Client;
@@ -9,9 +9,9 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-use crate::index::{DeploymentFacts, Index};
+use crate::index::records::{self, RecordMap};
+use crate::index::{DeploymentFacts, RecordStore, SavepointRecord, Store};
 use crate::readiness::Readiness;
-use crate::reconcile::records::{self, RecordMap, RecordStore, SavepointRecord};
 use crate::resources::{Deployment, Savepoint};
 
 /// Objects per page of the initial list, so memory stays bounded while syncing.
@@ -21,17 +21,11 @@ pub const DEFAULT_PAGE_SIZE: u32 = 500;
 #[derive(Clone)]
 pub struct Sinks {
     /// The admission index.
-    pub index: Arc<RwLock<Index>>,
+    pub store: Arc<Store>,
     /// Stored Savepoints for the reconciler and the audit gauge.
     pub records: RecordStore,
     /// Marked synced after each kind's first full list.
     pub readiness: Arc<Readiness>,
-}
-
-impl Sinks {
-    fn index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// How one kind feeds the sinks.
@@ -77,20 +71,20 @@ impl Feed for Savepoints {
     }
     fn apply(sinks: &Sinks, record: SavepointRecord) {
         match record.facts() {
-            Some(facts) => sinks.index().apply_savepoint(&facts),
+            Some(facts) => sinks.store.apply_savepoint(&facts),
             None => sinks
-                .index()
+                .store
                 .delete_savepoint(&record.namespace, &record.name),
         }
         sinks.records.apply(record);
     }
     fn delete(sinks: &Sinks, namespace: &str, name: &str) {
-        sinks.index().delete_savepoint(namespace, name);
+        sinks.store.delete_savepoint(namespace, name);
         sinks.records.delete(namespace, name);
     }
     fn reset(sinks: &Sinks, listing: RecordMap) {
         sinks
-            .index()
+            .store
             .reset_savepoints(listing.values().filter_map(SavepointRecord::facts));
         sinks.records.replace(listing);
     }
@@ -122,13 +116,13 @@ impl Feed for Deployments {
         listing.push(facts);
     }
     fn apply(sinks: &Sinks, facts: DeploymentFacts) {
-        sinks.index().apply_deployment(facts);
+        sinks.store.apply_deployment(facts);
     }
     fn delete(sinks: &Sinks, namespace: &str, name: &str) {
-        sinks.index().delete_deployment(namespace, name);
+        sinks.store.delete_deployment(namespace, name);
     }
     fn reset(sinks: &Sinks, listing: Vec<DeploymentFacts>) {
-        sinks.index().reset_deployments(listing);
+        sinks.store.reset_deployments(listing);
     }
     fn synced(readiness: &Readiness) {
         readiness.deployments_synced();

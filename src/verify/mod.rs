@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod header;
+pub mod metrics;
 pub mod outcome;
 pub mod store;
 pub mod target;
@@ -25,10 +26,10 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use crate::admission::decode::Request;
-use crate::admission::location::{Location, LocationRules};
-use crate::admission::validate::spec_str;
+use crate::admission::fields::spec_str;
 use crate::admission::{Decision, is_savepoint};
-use crate::metrics::{LocationCheckLabels, LocationCheckMetrics};
+use crate::domain::{Location, LocationRules};
+use metrics::{LocationCheckLabels, LocationCheckMetrics};
 
 pub use args::VerifyArgs;
 pub use outcome::{Mode, Outcome, Verdict, apply, verdict};
@@ -328,7 +329,10 @@ impl Verifier {
 /// The location a request asks to verify under `mode`: that of a Savepoint CREATE, when it
 /// parses.
 pub fn location_to_check(mode: Mode, request: &Request, rules: &LocationRules) -> Option<Location> {
-    if mode == Mode::Off || !is_savepoint(request) || request.operation != "CREATE" {
+    if mode == Mode::Off
+        || !is_savepoint(request)
+        || request.operation != Some(crate::domain::Operation::Create)
+    {
         return None;
     }
     let object = request.object.as_ref()?;

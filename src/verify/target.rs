@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::admission::location::Location;
+use crate::domain::Location;
 
 /// The metadata file's name inside a savepoint or checkpoint directory.
 pub const METADATA_FILE: &str = "_metadata";

@@ -9,8 +9,8 @@ use super::outcome::{Mode, Outcome, Verdict, apply, verdict};
 use super::store::{aws_credentials_configured, bucket_endpoint, error_text};
 use super::target::{Target, TargetRules, directory_name, target, valid_bucket};
 use super::{Source, Verifier, VerifyConfig, fmt_duration};
-use crate::admission::location::{Location, LocationRules};
 use crate::admission::{Decision, Reason};
+use crate::domain::{Location, LocationRules};
 
 /// The header of `chk-7/_metadata` as written by Flink 2.2.1.
 const FLINK_CHK_7: [u8; 16] = [0x49, 0x60, 0x67, 0x2d, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 7];

@@ -6,14 +6,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use savepoint_webhook::admission::Policy;
+use savepoint_webhook::admission::Gate;
 use savepoint_webhook::certs::{CertRequest, generate};
-use savepoint_webhook::index::Index;
-use savepoint_webhook::metrics::Metrics;
+use savepoint_webhook::domain::Policy;
+use savepoint_webhook::index::{Index, Store};
 use savepoint_webhook::readiness::Readiness;
 use savepoint_webhook::server::tls::{ReloadingCert, certified_key_from_pem, server_config};
 use savepoint_webhook::server::{App, Limits, router, serve};
@@ -55,25 +55,24 @@ impl ExampleServer {
         .unwrap();
         let tls = server_config(ReloadingCert::new(key), client_ca).unwrap();
         let policy = Policy::default();
-        let mut index = Index::new(policy.locations.clone(), Duration::from_secs(60));
+        let mut index = Index::new(policy.locations.clone());
         load_dir(STATE.as_ref(), &mut index).unwrap();
-        let index = Arc::new(RwLock::new(index));
+        let gate = Gate::new(
+            Arc::new(Store::new(index, Duration::from_secs(60))),
+            Arc::new(policy),
+        );
         let readiness = Arc::new(Readiness::default());
         if synced {
             readiness.deployments_synced();
             readiness.savepoints_synced();
         }
-        let mut registry = Registry::default();
-        let metrics = Metrics::register(&mut registry, index.clone());
-        let app = App {
-            index,
-            policy: Arc::new(policy),
-            readiness: readiness.clone(),
-            metrics,
-            registry: Arc::new(registry),
-            limits: limits.clone(),
-            verifier: None,
-        };
+        let app = App::new(
+            gate,
+            readiness.clone(),
+            limits.clone(),
+            None,
+            Registry::default(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();

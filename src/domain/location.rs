@@ -1,4 +1,5 @@
-//! Flink-aware savepoint location parsing and normalization: [`Location::parse`].
+//! Flink-aware savepoint location parsing and normalization: [`Location::parse`], and
+//! [`NormalizedLocation`], the form every comparison of two locations uses.
 //!
 //! Two spellings of one physical location normalize to the same string: the scheme is
 //! case-folded, `s3a` and `s3p` are `s3`, duplicate and trailing slashes are dropped, a
@@ -8,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// Default accepted schemes: the file systems Flink ships with.
 pub const DEFAULT_SCHEMES: &[&str] = &[
@@ -216,6 +218,42 @@ impl Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
+    }
+}
+
+impl Location {
+    /// The normalized form, under which two spellings of one location compare equal.
+    pub fn normalized(&self) -> NormalizedLocation {
+        NormalizedLocation(self.to_string().into())
+    }
+}
+
+/// A location in normalized form (`s3://bucket/path`): the only form locations are
+/// compared, indexed and held in. Made only by [`NormalizedLocation::parse`] or
+/// [`Location::normalized`], so a raw spelling can never be compared by mistake.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NormalizedLocation(Arc<str>);
+
+impl NormalizedLocation {
+    /// Parses `raw` under `rules` and normalizes it.
+    pub fn parse(raw: &str, rules: &LocationRules) -> Result<Self, LocationError> {
+        Location::parse(raw, rules).map(|location| location.normalized())
+    }
+
+    /// The normalized text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The normalized text, shared.
+    pub fn shared(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl fmt::Display for NormalizedLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

@@ -7,7 +7,10 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-use crate::index::SavepointFacts;
+use super::SavepointFacts;
+use crate::domain::fields::str_at;
+use crate::domain::rules::{MetadataShape, SavepointView};
+use crate::domain::{Origin, SavepointState};
 use crate::resources::SPEC_VERSION_ANNOTATION;
 
 /// The fields of a stored Savepoint that convergence rules read.
@@ -27,20 +30,20 @@ pub struct SavepointRecord {
     pub created: Option<i64>,
     /// `spec.savepointLocation` as written.
     pub location: Option<String>,
-    /// `spec.origin`.
-    pub origin: Option<String>,
+    /// `spec.origin`, when it is an accepted value.
+    pub origin: Option<Origin>,
     /// The spec-version annotation.
     pub spec_version: Option<String>,
     /// `spec.deploymentName`.
     pub deployment_name: Option<String>,
     /// `spec.deploymentId`.
     pub deployment_id: Option<String>,
-    /// `status.state`.
-    pub state: Option<String>,
+    /// `status.state`, when it is an accepted value.
+    pub state: Option<SavepointState>,
 }
 
-fn str_at(value: Option<&Value>, key: &str) -> Option<String> {
-    value?.get(key)?.as_str().map(str::to_string)
+fn spec_string(rest: &Value, field: &str) -> Option<String> {
+    str_at(rest, &["spec", field]).map(str::to_string)
 }
 
 impl SavepointRecord {
@@ -60,9 +63,24 @@ impl SavepointRecord {
         Self::from_parts(&metadata, object)
     }
 
+    /// What the rules read of this Savepoint.
+    pub fn view(&self) -> SavepointView<'_> {
+        SavepointView {
+            metadata: if self.has_annotations {
+                MetadataShape::Annotations
+            } else {
+                MetadataShape::NoAnnotations
+            },
+            spec_version: self.spec_version.as_deref(),
+            deployment_name: self.deployment_name.as_deref(),
+            deployment_id: self.deployment_id.as_deref(),
+            origin: self.origin,
+            state: self.state,
+        }
+    }
+
     /// Extracts the record from typed metadata and the rest of the object (`spec`, `status`).
     pub fn from_parts(metadata: &ObjectMeta, rest: &Value) -> Option<Self> {
-        let spec = rest.get("spec");
         Some(Self {
             namespace: metadata
                 .namespace
@@ -76,16 +94,16 @@ impl SavepointRecord {
                 .creation_timestamp
                 .as_ref()
                 .map(|t| t.0.as_second()),
-            location: str_at(spec, "savepointLocation"),
-            origin: str_at(spec, "origin"),
+            location: spec_string(rest, "savepointLocation"),
+            origin: str_at(rest, &["spec", "origin"]).and_then(Origin::parse),
             spec_version: metadata
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(SPEC_VERSION_ANNOTATION))
                 .cloned(),
-            deployment_name: str_at(spec, "deploymentName"),
-            deployment_id: str_at(spec, "deploymentId"),
-            state: str_at(rest.get("status"), "state"),
+            deployment_name: spec_string(rest, "deploymentName"),
+            deployment_id: spec_string(rest, "deploymentId"),
+            state: str_at(rest, &["status", "state"]).and_then(SavepointState::parse),
         })
     }
 }

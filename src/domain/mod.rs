@@ -1,0 +1,18 @@
+//! The shared vocabulary of every subsystem, free of I/O and of the rest of the crate
+//! (it reads only the resource constants of [`crate::resources`]): locations
+//! ([`location`]), the Savepoint's closed vocabularies ([`savepoint`]), Deployments and
+//! how a reference resolves ([`deployment`]), decision settings ([`policy`]) and each rule
+//! the webhook, the reconciler and `audit` apply, stated once ([`rules`]).
+
+pub mod deployment;
+pub mod fields;
+pub mod location;
+pub mod patch;
+pub mod policy;
+pub mod rules;
+pub mod savepoint;
+
+pub use deployment::{DeploymentFacts, DeploymentLookup, ReferenceProblem, RestoreKind};
+pub use location::{Location, LocationError, LocationRules, NormalizedLocation};
+pub use policy::{Policy, ReferenceScope};
+pub use savepoint::{FormatType, Operation, Origin, SavepointState, SnapshotType};

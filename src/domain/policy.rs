@@ -1,0 +1,32 @@
+//! The settings decisions are taken under: [`Policy`] and its [`ReferenceScope`].
+
+use super::location::LocationRules;
+
+/// Which other Savepoints make a location "already referenced".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferenceScope {
+    /// Only Savepoints in the same namespace.
+    #[default]
+    Namespace,
+    /// Savepoints in any namespace.
+    Cluster,
+}
+
+impl ReferenceScope {
+    /// Whether a holder in `holder_namespace` counts for a Savepoint in `namespace`.
+    pub fn covers(self, namespace: &str, holder_namespace: &str) -> bool {
+        self == ReferenceScope::Cluster || namespace == holder_namespace
+    }
+}
+
+/// Settings of the decisions.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Accepted locations.
+    pub locations: LocationRules,
+    /// Scope of "already referenced".
+    pub scope: ReferenceScope,
+    /// Universal Blob Storage is configured on the platform, so a Deployment without a
+    /// savepoint directory is fine.
+    pub universal_blob_storage: bool,
+}
