@@ -78,13 +78,7 @@ fn drift_left(all: &[Savepoint], uid: &str) -> Vec<String> {
             .replace("s3a://", "s3://");
         by_location.entry(location).or_default().push(sp);
     }
-    for (location, mut holders) in by_location {
-        holders.sort_by_key(|sp| {
-            (
-                sp.metadata.creation_timestamp.clone().map(|t| t.0),
-                sp.metadata.uid.clone(),
-            )
-        });
+    for (location, holders) in by_location {
         let non_copied = holders
             .iter()
             .filter(|sp| sp.spec.origin != Some(savepoint_webhook::resources::Origin::Copied))
@@ -92,9 +86,15 @@ fn drift_left(all: &[Savepoint], uid: &str) -> Vec<String> {
         if non_copied > 1 {
             problems.push(format!("{location}: {non_copied} holders are not COPIED"));
         }
-        if holders.len() > 1
-            && holders[0].spec.origin == Some(savepoint_webhook::resources::Origin::Copied)
-        {
+        // Creation times have one-second resolution: any of the holders created in the
+        // earliest second may be the one that keeps its origin.
+        let created = |sp: &Savepoint| sp.metadata.creation_timestamp.clone().map(|t| t.0);
+        let earliest = holders.iter().map(|sp| created(sp)).min().flatten();
+        let first_kept = holders.iter().any(|sp| {
+            created(sp) == earliest
+                && sp.spec.origin != Some(savepoint_webhook::resources::Origin::Copied)
+        });
+        if holders.len() > 1 && !first_kept {
             problems.push(format!("{location}: the earliest holder lost its origin"));
         }
     }
@@ -123,6 +123,20 @@ async fn wait_converged(
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits (at most 20 s from `since`) until `identity` holds the Lease; the time it took.
+async fn wait_for_holder(cluster: &Cluster, identity: &str, since: Instant) -> Duration {
+    loop {
+        if lease_holder(cluster).await.as_deref() == Some(identity) {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "no takeover by {identity} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -313,9 +327,25 @@ async fn two_replicas_converge_the_cluster_and_fail_over() {
         "idempotent"
     );
 
-    // Failover: the leader stops; the other takes the Lease and repairs new drift.
-    leader_hook.stop();
+    // Failover on SIGTERM: the leader gives up the Lease as it exits; the other takes it at
+    // its next attempt and repairs new drift.
+    let (leader_name, other_name) = if leader == "replica-a" {
+        ("replica-a", "replica-b")
+    } else {
+        ("replica-b", "replica-a")
+    };
     let stopped = Instant::now();
+    let status = leader_hook.terminate();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the leader exits cleanly on SIGTERM: {status:?}"
+    );
+    let holder_at_exit = lease_holder(&cluster).await;
+    assert_ne!(
+        holder_at_exit.as_deref(),
+        Some(leader_name),
+        "the leader gave up the Lease before exiting"
+    );
     let mut late = mk_savepoint(
         NS,
         "late-duplicate",
@@ -327,26 +357,19 @@ async fn two_replicas_converge_the_cluster_and_fail_over() {
         .create_savepoint(&late, false)
         .await
         .savepoint("creating new drift");
-    loop {
-        if lease_holder(&cluster).await.as_deref()
-            == Some(if leader == "replica-a" {
-                "replica-b"
-            } else {
-                "replica-a"
-            })
-        {
-            break;
-        }
-        assert!(
-            stopped.elapsed() < Duration::from_secs(20),
-            "no takeover within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let takeover = wait_for_holder(&cluster, other_name, stopped).await;
     eprintln!(
-        "reconcile e2e: takeover {:?} after the leader stopped (lease 4s)",
-        stopped.elapsed()
+        "reconcile e2e: takeover {takeover:?} after SIGTERM of the leader (lease released; lease 4s)"
     );
+    wait_converged(&cluster, &uid, Duration::from_secs(30), &[&*other_hook]).await;
+
+    // Failover on SIGKILL: nothing is given up, the Lease must expire first.
+    leader_hook.restart().await;
+    let killed = Instant::now();
+    other_hook.stop();
+    let takeover = wait_for_holder(&cluster, leader_name, killed).await;
+    eprintln!("reconcile e2e: takeover {takeover:?} after SIGKILL of the leader (lease 4s)");
+    leader_hook.stop();
     wait_converged(&cluster, &uid, Duration::from_secs(30), &[&*other_hook]).await;
 
     // A concurrent user edit is never clobbered: a repair planned on an old

@@ -96,6 +96,23 @@ impl Guarded {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit (SIGKILL after
+    /// that); returns its exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
+
     /// The process id (the program's own: the watchdog `exec`s it).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -173,6 +173,13 @@ impl Webhook {
         }
     }
 
+    /// Sends SIGTERM and waits (at most 30 s) for a graceful exit; its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.process
+            .take()
+            .and_then(|process| process.terminate(Duration::from_secs(30)))
+    }
+
     /// Starts the webhook again with the same flags and port (a no-op when running) and
     /// waits until it is ready.
     pub async fn restart(&mut self) {
