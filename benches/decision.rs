@@ -6,6 +6,7 @@
 //!
 //! `cargo bench --bench decision`; `cargo bench --bench decision -- --test` runs each
 //! benchmark once (what CI does, so the benchmarks cannot rot).
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::hint::black_box;
 use std::path::Path;

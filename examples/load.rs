@@ -33,6 +33,7 @@
 //! they are answered with origin COPIED and a warning; checked before each size), one in
 //! eight is a dry run; `/validate` gets CREATEs and UPDATEs half and half. The harness
 //! exits non-zero when any request fails or is answered wrongly.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::fmt::Write as _;

@@ -1,4 +1,5 @@
 //! The binary as a user runs it: `review`, `crds` and `certs`.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! Cold start against a real kube-apiserver: with Savepoints and Deployments already stored,
 //! the time from the webhook's process start to its first `200` on `/readyz`, its peak

@@ -1,4 +1,5 @@
 //! `deploy/crds/` holds exactly what the Rust types generate.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 #[test]
 fn deploy_crds_match_the_generated_ones() {

@@ -10,6 +10,7 @@
 //! OpenAPI schema kubectl also checks every field against; the RBAC, really applied,
 //! grants what the webhook needs and no more. `SAVEPOINT_WEBHOOK_KUBECTL` names another
 //! kubectl to use (for example kubectl 1.20, whose kustomize is v2.0).
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! End to end: the real webhook binary behind a real kube-apiserver 1.20.2 (etcd and
 //! kube-apiserver from `tests/provision.sh`), registered with Mutating- and

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! Faults around the webhook binary, each with the outcome asserted:
 //!

@@ -3,6 +3,7 @@
 //! stream abuse, piles of idle connections and wrong client certificates. Every test
 //! asserts the outcome the client gets, then that the server still answers a correct
 //! AdmissionReview on a fresh connection.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! The real router and server over real TLS on loopback, driven with the captured
 //! AdmissionReviews over HTTP/1.1 and HTTP/2 by a client that verifies the certificate.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! inputs: normalization is idempotent, the spellings DESIGN.md calls one location compare
 //! equal, two genuinely different paths never do, and the patch of an admitted Savepoint
 //! leaves an object `/validate` accepts, touching only the fields the contract names.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! Convergence on a real kube-apiserver: with the webhook configurations absent, drift is
 //! created (duplicate locations without COPIED, Savepoints without the annotation or the

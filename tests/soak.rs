@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! Soak: a few thousand Savepoint creates from many concurrent clients through the real
 //! API server, with duplicate locations (written several ways) and some malformed ones

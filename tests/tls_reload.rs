@@ -1,6 +1,7 @@
 //! Certificate rotation without restart, over real TLS: new handshakes get the new
 //! certificate, open connections keep working, and broken or removed files are refused
 //! while the previous certificate keeps serving.
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! Location verification against what a real Flink writes: a local MiniCluster (PyPI
 //! `apache-flink`, `tests/flink/take_savepoints.py`) takes a canonical and a native

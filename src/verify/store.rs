@@ -7,12 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use object_store::ObjectStore;
+#[cfg(feature = "object-stores")]
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+#[cfg(feature = "object-stores")]
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+#[cfg(feature = "object-stores")]
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+#[cfg(feature = "object-stores")]
+use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
 use super::header::HEADER_LEN;
 use super::target::Target;
@@ -174,6 +179,7 @@ impl Stores {
         Ok(client)
     }
 
+    #[cfg(feature = "object-stores")]
     fn retry(&self) -> RetryConfig {
         RetryConfig {
             backoff: BackoffConfig {
@@ -186,10 +192,12 @@ impl Stores {
         }
     }
 
+    #[cfg(feature = "object-stores")]
     fn timeout_text(&self) -> String {
         format!("{}ms", self.settings.timeout.as_millis().max(1))
     }
 
+    #[cfg(feature = "object-stores")]
     fn s3(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
         let settings = &self.settings;
         let mut builder = AmazonS3Builder::from_env();
@@ -233,6 +241,7 @@ impl Stores {
         Ok(Arc::new(store))
     }
 
+    #[cfg(feature = "object-stores")]
     fn gcs(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
         let builder = GoogleCloudStorageBuilder::from_env();
         if !self.settings.instance_metadata && !gcp_credentials_configured(&builder) {
@@ -252,6 +261,7 @@ impl Stores {
         Ok(Arc::new(store))
     }
 
+    #[cfg(feature = "object-stores")]
     fn azure(&self, container: &str) -> Result<Arc<dyn ObjectStore>, String> {
         let builder = MicrosoftAzureBuilder::from_env();
         if !self.settings.instance_metadata && !azure_credentials_configured(&builder) {
@@ -270,16 +280,40 @@ impl Stores {
             .map_err(|e| format!("Azure is not usable: {}", error_text(&e)))?;
         Ok(Arc::new(store))
     }
+
+    #[cfg(not(feature = "object-stores"))]
+    fn s3(&self, _bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+        Err(NO_OBJECT_STORES.to_string())
+    }
+
+    #[cfg(not(feature = "object-stores"))]
+    fn gcs(&self, _bucket: &str) -> Result<Arc<dyn ObjectStore>, String> {
+        Err(NO_OBJECT_STORES.to_string())
+    }
+
+    #[cfg(not(feature = "object-stores"))]
+    fn azure(&self, _container: &str) -> Result<Arc<dyn ObjectStore>, String> {
+        Err(NO_OBJECT_STORES.to_string())
+    }
 }
 
+#[cfg(not(feature = "object-stores"))]
+const NO_OBJECT_STORES: &str =
+    "this build reads no object stores (built without the cargo feature object-stores)";
+
+#[cfg(feature = "object-stores")]
 const NO_AWS_CREDENTIALS: &str = "no credentials for S3 in the webhook's environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or container credentials; or --verify-instance-metadata)";
+#[cfg(feature = "object-stores")]
 const NO_GCP_CREDENTIALS: &str = "no credentials for GCS in the webhook's environment (GOOGLE_SERVICE_ACCOUNT, GOOGLE_APPLICATION_CREDENTIALS or application default credentials; or --verify-instance-metadata for workload identity)";
+#[cfg(feature = "object-stores")]
 const NO_AZURE_CREDENTIALS: &str = "no credentials for Azure in the webhook's environment (AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY, a client secret or AZURE_FEDERATED_TOKEN_FILE; or --verify-instance-metadata for a managed identity)";
 
+#[cfg(feature = "object-stores")]
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+#[cfg(feature = "object-stores")]
 /// Whether the environment (as read into `builder`) names S3 credentials other than the
 /// instance metadata service: static keys, a web identity token (IRSA), container
 /// credentials (ECS, EKS Pod Identity), or unsigned requests.
@@ -303,6 +337,7 @@ pub fn aws_credentials_configured(
         || skip_signature
 }
 
+#[cfg(feature = "object-stores")]
 fn gcp_credentials_configured(builder: &GoogleCloudStorageBuilder) -> bool {
     let has = |key: GoogleConfigKey| {
         builder
@@ -320,6 +355,7 @@ fn gcp_credentials_configured(builder: &GoogleCloudStorageBuilder) -> bool {
         || default_credentials
 }
 
+#[cfg(feature = "object-stores")]
 fn azure_credentials_configured(builder: &MicrosoftAzureBuilder) -> bool {
     let has = |key: AzureConfigKey| {
         builder
@@ -337,11 +373,18 @@ fn azure_credentials_configured(builder: &MicrosoftAzureBuilder) -> bool {
                 .is_some_and(|v| v.eq_ignore_ascii_case("true")))
 }
 
+#[cfg(feature = "object-stores")]
 /// The Azure storage account named by the webhook's environment.
 pub fn azure_account_from_env() -> Option<String> {
     MicrosoftAzureBuilder::from_env()
         .get_config_value(&AzureConfigKey::AccountName)
         .filter(|v| !v.is_empty())
+}
+
+/// The Azure storage account named by the webhook's environment.
+#[cfg(not(feature = "object-stores"))]
+pub fn azure_account_from_env() -> Option<String> {
+    None
 }
 
 /// `scheme://BUCKET.host[:port]` for virtual-hosted-style requests to a configured

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::header::{self, Header, NotFlink, parse};
 use super::outcome::{Mode, Outcome, Verdict, apply, verdict};
-use super::store::{aws_credentials_configured, bucket_endpoint, error_text};
+#[cfg(feature = "object-stores")]
+use super::store::aws_credentials_configured;
+use super::store::{bucket_endpoint, error_text};
 use super::target::{Target, TargetRules, directory_name, target, valid_bucket};
 use super::{Source, Verifier, VerifyConfig, fmt_duration};
 use crate::admission::{Decision, Reason};
@@ -396,6 +398,7 @@ fn bucket_names_are_checked_before_they_reach_a_request() {
     assert!(bucket_endpoint("minio:9000", "b").is_err());
 }
 
+#[cfg(feature = "object-stores")]
 #[test]
 fn aws_credentials_come_from_the_environment_only() {
     use object_store::aws::AmazonS3Builder;
