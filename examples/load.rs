@@ -683,10 +683,47 @@ enum Load {
     Rate(f64),
 }
 
+/// Latencies in nanoseconds in bounded memory, however long the run: 1 ns to 60 s at
+/// three significant digits (HdrHistogram).
+struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("the bounds are valid"),
+        )
+    }
+}
+
+impl Latencies {
+    fn record(&mut self, ns: u64) {
+        self.0.saturating_record(ns.max(1));
+    }
+
+    fn add(&mut self, other: &Latencies) {
+        self.0
+            .add(&other.0)
+            .expect("histograms of the same bounds add");
+    }
+
+    fn len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    fn quantile(&self, q: f64) -> u64 {
+        if self.0.is_empty() {
+            0
+        } else {
+            self.0.value_at_quantile(q)
+        }
+    }
+}
+
 /// What one worker saw.
 #[derive(Default)]
 struct Tally {
-    latencies_ns: Vec<u64>,
+    latencies_ns: Latencies,
     errors: u64,
     first_error: Option<String>,
     late: u64,
@@ -704,8 +741,7 @@ struct Phase {
     round_rates: Vec<f64>,
     /// 99th percentile latency of each round, when the phase ran in several.
     round_p99s_ns: Vec<u64>,
-    /// Sorted.
-    latencies_ns: Vec<u64>,
+    latencies_ns: Latencies,
     cpu: Cpu,
 }
 
@@ -765,20 +801,15 @@ impl Phase {
             all.first_error = all.first_error.or(round.first_error);
             all.late += round.late;
             all.duration += round.duration;
-            all.latencies_ns.extend(round.latencies_ns);
+            all.latencies_ns.add(&round.latencies_ns);
             all.cpu.server_ns += round.cpu.server_ns;
             all.cpu.total_ns += round.cpu.total_ns;
         }
-        all.latencies_ns.sort_unstable();
         Some(all)
     }
 
     fn percentile_ns(&self, q: f64) -> u64 {
-        if self.latencies_ns.is_empty() {
-            return 0;
-        }
-        let rank = ((q * self.latencies_ns.len() as f64).ceil() as usize).max(1);
-        self.latencies_ns[rank.min(self.latencies_ns.len()) - 1]
+        self.latencies_ns.quantile(q)
     }
 
     fn cpu_per_request_ns(&self) -> (u64, u64) {
@@ -875,7 +906,9 @@ async fn worker(
                 break;
             }
         } else if measured {
-            tally.latencies_ns.push((done - origin).as_nanos() as u64);
+            tally
+                .latencies_ns
+                .record(u64::try_from((done - origin).as_nanos()).unwrap_or(u64::MAX));
         }
     }
     tally
@@ -1010,7 +1043,7 @@ async fn run_phase(
     let mut tally = Tally::default();
     for handle in handles {
         let t = handle.await?;
-        tally.latencies_ns.extend(t.latencies_ns);
+        tally.latencies_ns.add(&t.latencies_ns);
         tally.errors += t.errors;
         tally.late += t.late;
         if tally.first_error.is_none() {
@@ -1022,7 +1055,6 @@ async fn run_phase(
         // Done: the workers ran until it dropped their channels.
         let _ = pacer.join();
     }
-    tally.latencies_ns.sort_unstable();
     Ok(Phase {
         load,
         requests: tally.latencies_ns.len(),
