@@ -9,17 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::domain::names::{GROUP, SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION, VERSION};
 pub use crate::domain::{FormatType, Origin, RestoreKind, SavepointState, SnapshotType};
-
-/// API group of both resources.
-pub const GROUP: &str = "appmanager.dataartisans.com";
-/// API version of both resources.
-pub const VERSION: &str = "v1";
-/// Annotation that ties a Savepoint to the Deployment spec version it was taken for.
-pub const SPEC_VERSION_ANNOTATION: &str =
-    "com.dataartisans.appmanager.controller.deployment.spec.version";
-/// Flink configuration key naming the default savepoint directory of a Deployment.
-pub const SAVEPOINTS_DIR_KEY: &str = "state.savepoints.dir";
 
 /// A pointer to one Flink savepoint or retained checkpoint, usable to restore a Deployment.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::fields::{namespace_of, str_at};
 use super::savepoint::wire_enum;
-use crate::resources::{SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
+use crate::domain::names::{SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
 
 wire_enum! {
     /// Which snapshot a Deployment restores from.

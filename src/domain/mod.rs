@@ -1,5 +1,5 @@
-//! The shared vocabulary of every subsystem, free of I/O and of the rest of the crate
-//! (it reads only the resource constants of [`crate::resources`]): locations
+//! The shared vocabulary of every subsystem, free of I/O and of the rest of the crate:
+//! the contract's names ([`names`]), locations
 //! ([`location`]), the Savepoint's closed vocabularies ([`savepoint`]), Deployments and
 //! how a reference resolves ([`deployment`]), decision settings ([`policy`]) and each rule
 //! the webhook, the reconciler and `audit` apply, stated once ([`rules`]).
@@ -7,6 +7,7 @@
 pub mod deployment;
 pub mod fields;
 pub mod location;
+pub mod names;
 pub mod patch;
 pub mod policy;
 pub mod rules;

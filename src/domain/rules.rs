@@ -11,7 +11,7 @@ use json_patch::PatchOperation;
 use super::deployment::{DeploymentFacts, RestoreKind};
 use super::patch::{add, replace};
 use super::savepoint::{Origin, SavepointState};
-use crate::resources::SPEC_VERSION_ANNOTATION;
+use crate::domain::names::SPEC_VERSION_ANNOTATION;
 
 /// How much of `metadata` a Savepoint carries, which decides the shape of the patch that
 /// adds the annotation.
