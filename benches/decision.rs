@@ -21,17 +21,14 @@ use savepoint_webhook::domain::Policy;
 use savepoint_webhook::index::{Index, Store};
 use savepoint_webhook::state::dir::load_dir;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-const STATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/state");
+#[path = "../tests/support/kit.rs"]
+mod kit;
+
+const STATE: &str = kit::EXAMPLE_STATE;
 
 /// A fixture's bytes, compact as the API server sends them (the files are indented).
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(FIXTURES).join(name);
-    let text =
-        std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
-    let value: serde_json::Value = serde_json::from_slice(&text)
-        .unwrap_or_else(|err| panic!("{} is not JSON: {err}", path.display()));
-    serde_json::to_vec(&value).expect("JSON serializes")
+    kit::fixture_compact(name)
 }
 
 /// The gate over the index the examples describe: the Deployment the fixtures name, and a

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::control_plane::{ControlPlane, Guarded};
+use common::kit::Review;
 use common::{
     Certs, Cluster, free_port, install_crypto_provider, log_tail, mk_deployment, mk_savepoint,
     spec_version, webhook_bin,
@@ -283,19 +284,13 @@ impl Drop for Process {
 
 /// A Savepoint CREATE review of `name` in [`NS`] naming Deployment `deployment`.
 fn create_review(name: &str, deployment: &str, location: &str, dry_run: bool) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": format!("00000000-0000-4000-8000-{:012x}", name.len() * 7919 + location.len()),
-            "kind": { "group": "appmanager.dataartisans.com", "version": "v1", "kind": "Savepoint" },
-            "operation": "CREATE",
-            "name": name,
-            "namespace": NS,
-            "object": mk_savepoint(NS, name, deployment, location),
-            "dryRun": dry_run,
-        },
-    })
+    Review::create(mk_savepoint(NS, name, deployment, location))
+        .uid(format!(
+            "00000000-0000-4000-8000-{:012x}",
+            name.len() * 7919 + location.len()
+        ))
+        .dry_run(dry_run)
+        .json()
 }
 
 /// Whether a `/mutate` response set the origin to COPIED.
@@ -641,19 +636,15 @@ async fn broken_certificate_files_leave_the_old_certificate_serving() {
         let (response, _) = webhook
             .review(
                 "/mutate",
-                &json!({
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "request": {
-                        "uid": "3f9a6a2e-1111-4a4a-9b9b-000000000001",
-                        "kind": { "group": "appmanager.dataartisans.com", "version": "v1", "kind": "Savepoint" },
-                        "operation": "CREATE",
-                        "name": "x",
-                        "namespace": "default",
-                        "object": mk_savepoint("default", "x", "top-speed-windowing", LOC_FRESH),
-                        "dryRun": true,
-                    },
-                }),
+                &Review::create(mk_savepoint(
+                    "default",
+                    "x",
+                    "top-speed-windowing",
+                    LOC_FRESH,
+                ))
+                .uid("3f9a6a2e-1111-4a4a-9b9b-000000000001")
+                .dry_run(true)
+                .json(),
             )
             .await;
         assert_eq!(response["allowed"], true, "{what}: {response}");

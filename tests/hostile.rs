@@ -23,15 +23,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const CREATE_UID: &str = "d81cc643-c6b4-4e2b-a381-04dcf48d5e02";
 
 /// Generous bound for anything the server should do "at once".
 const PROMPTLY: Duration = Duration::from_secs(10);
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
-}
 
 /// Limits small enough that every deadline passes within a test.
 fn short_limits() -> Limits {
@@ -52,6 +47,10 @@ struct Identity {
 
 #[path = "support/example_server.rs"]
 mod example_server;
+#[path = "support/kit.rs"]
+mod kit;
+
+use kit::{Review, fixture, mk_savepoint};
 
 use example_server::ExampleServer;
 
@@ -291,32 +290,11 @@ async fn wait_closed<R: AsyncRead + Unpin>(reader: &mut R, bound: Duration) -> (
 
 /// A review of `object` as the API server would send it for a CREATE.
 fn review_of(object: Value) -> Vec<u8> {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0b7c54c5-5d39-4c39-9f0c-0dd1c1e0a001",
-            "kind": { "group": "appmanager.dataartisans.com", "version": "v1", "kind": "Savepoint" },
-            "operation": "CREATE",
-            "name": "hostile",
-            "namespace": "default",
-            "object": object,
-        },
-    })
-    .to_string()
-    .into_bytes()
+    Review::create(object).name("hostile".into()).bytes()
 }
 
 fn savepoint(location: &str) -> Value {
-    json!({
-        "metadata": { "name": "hostile", "namespace": "default" },
-        "spec": {
-            "deploymentName": "top-speed-windowing",
-            "savepointLocation": location,
-            "flinkSavepointId": "00000000-0000-0000-0000-000000000000",
-        },
-        "status": { "state": "COMPLETED" },
-    })
+    mk_savepoint("default", "hostile", "top-speed-windowing", location)
 }
 
 // ---------------------------------------------------------------------------------------

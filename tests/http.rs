@@ -9,10 +9,12 @@ use reqwest::{Client, StatusCode, Version};
 use savepoint_webhook::server::Limits;
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
 #[path = "support/example_server.rs"]
 mod example_server;
+#[path = "support/kit.rs"]
+mod kit;
+
+use kit::fixture;
 
 use example_server::ExampleServer as TestServer;
 
@@ -39,10 +41,6 @@ impl ServerClient for TestServer {
     fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap()
 }
 
 async fn post(client: &Client, url: &str, body: Vec<u8>) -> (StatusCode, Version, Value) {

@@ -4,10 +4,14 @@
 //! leaves an object `/validate` accepts, touching only the fields the contract names.
 #![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
+#[path = "support/kit.rs"]
+mod kit;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kit::Review;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use savepoint_webhook::admission::{Gate, decode};
@@ -523,21 +527,13 @@ fn object(case: &Case) -> Value {
 }
 
 fn review(case: &Case, object: &Value) -> decode::Request {
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "3a1e2f4c-0000-4000-8000-000000000001",
-            "kind": { "group": "appmanager.dataartisans.com", "version": "v1", "kind": "Savepoint" },
-            "operation": "CREATE",
-            "name": case.name.unwrap_or_default(),
-            "namespace": case.namespace,
-            "object": object,
-            "oldObject": null,
-            "dryRun": case.dry_run,
-        },
-    });
-    decode::decode_review(body.to_string().as_bytes()).expect("a well-formed AdmissionReview")
+    let body = Review::create(object.clone())
+        .uid("3a1e2f4c-0000-4000-8000-000000000001")
+        .namespace(case.namespace)
+        .name(case.name.unwrap_or_default().into())
+        .dry_run(case.dry_run)
+        .bytes();
+    decode::decode_review(&body).expect("a well-formed AdmissionReview")
 }
 
 /// Paths a `/mutate` patch may touch.
