@@ -5,7 +5,7 @@
 //! Two maps keyed by strings (key → location, location → holders) cost about 330 bytes
 //! per Savepoint beyond its location; this layout costs one 56-byte slot, the name, the
 //! location's shared allocation header and two 8-byte table entries: about 160 bytes with
-//! a 36-byte name (measured by `examples/load.rs`). Chains are walked with exact string
+//! a 36-byte name (measured by `examples/load/`). Chains are walked with exact string
 //! comparisons, so hash collisions cost time, never correctness, and the hashes are keyed
 //! (SipHash with a random key), so names and locations cannot be chosen to collide.
 
