@@ -1,4 +1,4 @@
-//! The load harness: Allocation counting.
+//! The load harness: allocation counting (the index's bytes are measured, not estimated).
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! The load harness: Command line.
+//! The load harness: its flags.
 
 use super::*;
 

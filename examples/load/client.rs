@@ -1,4 +1,4 @@
-//! The load harness: Client.
+//! The load harness: the client (HTTP/1.1 and HTTP/2 connections over TLS).
 
 use super::*;
 

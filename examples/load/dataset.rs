@@ -1,4 +1,4 @@
-//! The load harness: Data set.
+//! The load harness: the data set (index contents and the pool of requests).
 
 use super::*;
 

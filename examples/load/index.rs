@@ -1,4 +1,4 @@
-//! The load harness: The index.
+//! The load harness: building the index, counted and timed.
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! The load harness: Measurement.
+//! The load harness: measurement (closed and open loop, rounds, CPU per thread).
 
 use super::*;
 

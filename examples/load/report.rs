@@ -1,4 +1,4 @@
-//! The load harness: Report.
+//! The load harness: the report and its checks against the targets.
 
 use super::*;
 

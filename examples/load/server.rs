@@ -1,4 +1,4 @@
-//! The load harness: Server.
+//! The load harness: the real server in-process, with the baseline route.
 
 use super::*;
 
