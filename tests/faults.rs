@@ -301,19 +301,10 @@ fn copied(response: &Value) -> bool {
     })
 }
 
-/// The port etcd serves clients on, from its log in the control plane's directory.
-fn etcd_client_url(cp: &ControlPlane) -> String {
-    let log = std::fs::read_to_string(cp.dir().join("etcd.log")).expect("etcd.log");
-    let marker = "serving insecure client requests on ";
-    let at = log.find(marker).expect("etcd logs its client address") + marker.len();
-    let address = log[at..].split([',', ' ', '\n']).next().unwrap();
-    format!("http://{address}")
-}
-
 /// Compacts etcd's history up to its current revision (through etcd's JSON gateway), so
 /// no watch can resume from an older resourceVersion. Returns the revision.
 async fn compact_etcd(cp: &ControlPlane) -> u64 {
-    let url = etcd_client_url(cp);
+    let url = cp.etcd_url();
     let http = reqwest::Client::new();
     let range: Value = http
         .post(format!("{url}/v3/kv/range"))

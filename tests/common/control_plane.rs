@@ -124,6 +124,19 @@ impl Guarded {
     }
 }
 
+/// The version a kube-apiserver binary reports (`Kubernetes v1.37.2` → `v1.37.2`).
+fn server_version(bin: &Path) -> String {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} --version: {e}", bin.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|word| word.starts_with('v'))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
 /// An etcd + kube-apiserver pair listening on free loopback ports, living in
 /// a fresh temp dir. Everything is stopped and removed on drop.
 pub struct ControlPlane {
@@ -133,6 +146,10 @@ pub struct ControlPlane {
     apiserver_port: u16,
     apiserver_bin: PathBuf,
     apiserver_args: Vec<OsString>,
+    /// What `kube-apiserver --version` printed, e.g. `v1.37.2`.
+    version: String,
+    /// `http://127.0.0.1:PORT` of etcd's client port.
+    etcd_url: String,
     etcd: Option<Guarded>,
     apiserver: Option<Guarded>,
 }
@@ -177,6 +194,8 @@ impl ControlPlane {
             kubeconfig: kubeconfig.clone(),
             token: token.clone(),
             apiserver_port,
+            version: server_version(&apiserver_bin),
+            etcd_url: format!("http://127.0.0.1:{etcd_port}"),
             apiserver_bin,
             apiserver_args: Vec::new(),
             etcd: None,
@@ -243,11 +262,11 @@ impl ControlPlane {
         }
 
         // kube-apiserver
+        eprintln!("control plane: kube-apiserver {}", cp.version);
         cp.apiserver_args = vec![
             format!("--etcd-servers={etcd_url}").into(),
             format!("--secure-port={apiserver_port}").into(),
             "--bind-address=127.0.0.1".into(),
-            "--insecure-port=0".into(),
             arg("--cert-dir=", dir.join("certs")),
             arg("--token-auth-file=", dir.join("tokens.csv")),
             "--authorization-mode=RBAC".into(),
@@ -259,8 +278,32 @@ impl ControlPlane {
             // ServiceAccount admission plugin would reject every Pod.
             "--disable-admission-plugins=ServiceAccount".into(),
         ];
+        // The insecure port is off by default from 1.20 and the flag is gone from 1.24.
+        if cp.minor() < 24 {
+            cp.apiserver_args.push("--insecure-port=0".into());
+        }
         cp.start_apiserver();
         cp
+    }
+
+    /// etcd's client URL (`http://127.0.0.1:PORT`), for tests that talk to etcd itself.
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// The kube-apiserver's version, e.g. `v1.37.2`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The minor version (`37` for `v1.37.2`); 0 when it cannot be read.
+    pub fn minor(&self) -> u32 {
+        self.version
+            .trim_start_matches('v')
+            .split('.')
+            .nth(1)
+            .and_then(|minor| minor.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Path of a kubeconfig for this cluster (bearer token with
@@ -323,13 +366,15 @@ impl ControlPlane {
             if let Some(status) = self.apiserver.as_mut().and_then(Guarded::exited) {
                 self.apiserver = None;
                 panic!(
-                    "kube-apiserver exited early ({status}); log tail:\n{}",
+                    "kube-apiserver {} exited early ({status}); log tail:\n{}",
+                    self.version,
                     log_tail(&log, 40)
                 );
             }
             if Instant::now() > deadline {
                 panic!(
-                    "kube-apiserver not ready after {READY_TIMEOUT:?}; log tail:\n{}",
+                    "kube-apiserver {} not ready after {READY_TIMEOUT:?}; log tail:\n{}",
+                    self.version,
                     log_tail(&log, 40)
                 );
             }
