@@ -3,9 +3,12 @@
 #   * kube-apiserver and kubectl 1.37.2, built with the machine's Go from the
 #     k8s.io/kubernetes module (Go module proxy), cached under
 #     ${XDG_CACHE_HOME:-$HOME/.cache}/savepoint-webhook/kube-1.37.2/,
-#   * an etcd that kube-apiserver 1.37.2 accepts (see ETCD below).
+#   * etcd 3.6.16, built from the go.etcd.io/etcd/server/v3 module into the
+#     same directory (Debian's etcd 3.4 lacks what 1.37 needs; see build_etcd).
 # The 1.20.2 control plane of tests/provision.sh is left alone; the two use
 # separate Go toolchains (this script never uses Debian's /usr/lib/go).
+# kube-apiserver 1.37 takes the 1.20 flags of tests/common/control_plane.rs
+# except --insecure-port (removed in 1.24; 1.37 fails on "unknown flag").
 #
 # Usage:
 #   tests/provision-kube-current.sh               provision; progress on stderr
@@ -36,7 +39,7 @@ print_env=0
 case "${1:-}" in
   "") ;;
   --print-env) print_env=1 ;;
-  -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "provision-kube-current: unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -130,7 +133,7 @@ build_kube() {
   local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
   log "resolving and downloading modules (go get ${pkgs[*]})"
   (cd "$BUILD_DIR" && go get "${pkgs[@]/%/@v$KUBE_VERSION}" >&2)
-  log "module download took $(( $(date +%s) - t0 )) s"
+  log "module resolution + download took $(( $(date +%s) - t0 )) s"
 
   # Same version stamp, tags and flags as kubernetes' hack/lib/golang.sh.
   local ldflags=(-s -w) k v
@@ -157,12 +160,56 @@ build_kube() {
   fi
 }
 
+# --- etcd ---------------------------------------------------------------------
+# Debian's etcd 3.4.23 (/usr/bin/etcd) serves kube-apiserver 1.37 for plain
+# CRUD/list/watch, but lacks RequestWatchProgress, so 1.37 logs "RequestWatchProgress
+# feature is not supported" and rejects streaming lists (watch with
+# sendInitialEvents=true) with HTTP 500. Build etcd 3.6 from its Go module instead.
+build_etcd() {
+  setup_go
+  log "building etcd $ETCD_VERSION in $ETCD_BUILD_DIR"
+  local t0 mod start pkg=go.etcd.io/etcd/server/v3   # its root package is the etcd main
+  t0=$(date +%s)
+  mod=$(go mod download -json "$pkg@v$ETCD_VERSION" | awk -F'"' '$2 == "GoMod" { print $4 }')
+  [[ -f "$mod" ]] || { log "could not download $pkg@v$ETCD_VERSION"; exit 1; }
+  need_go "$(gomod_line "$mod" go)"
+  # Its go.mod's replace directives (../api, ...) do not apply to a dependent
+  # module; its requirements name the published v$ETCD_VERSION siblings.
+  rm -rf "$ETCD_BUILD_DIR"
+  mkdir -p "$ETCD_BUILD_DIR"
+  printf 'module savepoint-webhook.invalid/etcd-build\n\ngo %s\n\nrequire %s v%s\n' \
+    "$(gomod_line "$mod" go)" "$pkg" "$ETCD_VERSION" >"$ETCD_BUILD_DIR/go.mod"
+  log "resolving and downloading modules (go get $pkg@v$ETCD_VERSION)"
+  (cd "$ETCD_BUILD_DIR" && go get "$pkg@v$ETCD_VERSION" >&2)
+  log "etcd module resolution + download took $(( $(date +%s) - t0 )) s"
+  log "building etcd (go build -trimpath $pkg)"
+  start=$(date +%s)
+  (cd "$ETCD_BUILD_DIR" && go build -trimpath -ldflags="-s -w" -o "$ETCD_BUILD_DIR/etcd" "$pkg" >&2)
+  log "etcd build took $(( $(date +%s) - start )) s"
+  install_bin "$ETCD_BUILD_DIR/etcd" "$ETCD_BIN"
+  if [[ "${SAVEPOINT_WEBHOOK_KEEP_BUILD:-0}" != 1 ]]; then
+    log "removing build dir $ETCD_BUILD_DIR"
+    rm -rf "$ETCD_BUILD_DIR"
+  fi
+}
+
 if [[ -x "$APISERVER_BIN" && -x "$KUBECTL_BIN" ]]; then
   log "using cached kube-apiserver and kubectl $KUBE_VERSION in $CACHE_DIR"
 else
   build_kube
 fi
+if [[ -x "$ETCD_BIN" ]]; then
+  log "using cached etcd $ETCD_VERSION: $ETCD_BIN"
+else
+  build_etcd
+fi
 
+log "kube-apiserver: $("$APISERVER_BIN" --version 2>&1 || true)"
+log "kubectl: $("$KUBECTL_BIN" version --client 2>&1 | head -n1 || true)"
+log "etcd: $("$ETCD_BIN" --version 2>&1 | head -n1 || true)"
+for tool in openssl curl; do
+  command -v "$tool" >/dev/null || log "WARNING: '$tool' (needed by the tests) is missing; run tests/provision.sh"
+done
 log "done"
 
 if [[ $print_env -eq 1 ]]; then
