@@ -651,3 +651,50 @@ async fn broken_certificate_files_leave_the_old_certificate_serving() {
     .await;
     assert!(webhook.log_count(&["serving a new certificate"]) >= 1);
 }
+
+/// A server that should serve streaming lists but has them turned off (1.33's default, or
+/// `--feature-gates=WatchList=false`) refuses them; the webhook reads paged lists instead
+/// and becomes ready with everything indexed. Servers before 1.32 are never asked for a
+/// streaming list, so there is nothing to refuse there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_streaming_lists_fall_back_to_paged_lists() {
+    install_crypto_provider();
+    let probe = ControlPlane::start();
+    if probe.minor() < 32 {
+        eprintln!(
+            "faults: {} serves no streaming lists; the webhook reads paged lists there (cold_start checks it)",
+            probe.version()
+        );
+        return;
+    }
+    drop(probe);
+    let cp = ControlPlane::start_with(&["--feature-gates=WatchList=false"]);
+    let cluster = Cluster::connect(&cp).await;
+    cluster.apply_crds().await;
+    cluster.create_namespace(NS).await;
+    cluster
+        .create_deployment(mk_deployment(NS, "app", Some("4")))
+        .await;
+    cluster
+        .create_savepoint(&mk_savepoint(NS, "kept", "app", LOC_KEPT), false)
+        .await
+        .savepoint("kept");
+    cluster.create_webhook_identity().await;
+    let kubeconfig = cp.dir().join("webhook.kubeconfig");
+    common::write_webhook_kubeconfig(&cp, &kubeconfig);
+    let certs = Certs::generate();
+    let webhook = common::Webhook::start(
+        &kubeconfig,
+        &certs,
+        free_port(),
+        cp.dir().join("webhook.log"),
+    )
+    .await;
+    webhook.wait_index("savepoints", 1).await;
+    webhook.wait_index("deployments", 1).await;
+    let log = log_tail(webhook.log_path(), 200);
+    assert!(
+        log.contains("refuses streaming lists; reading the state from paged lists"),
+        "the webhook fell back to paged lists:\n{log}"
+    );
+}

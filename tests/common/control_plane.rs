@@ -161,6 +161,11 @@ impl ControlPlane {
     /// Panics if the binaries are missing (pointing at `tests/provision.sh`)
     /// or a component fails to become ready (with the tail of its log).
     pub fn start() -> ControlPlane {
+        Self::start_with(&[])
+    }
+
+    /// [`ControlPlane::start`], with `extra` flags for kube-apiserver.
+    pub fn start_with(extra: &[&str]) -> ControlPlane {
         let hint =
             "run `eval \"$(tests/provision.sh --print-env)\"` (or the README's test command) first";
         let apiserver_bin = match std::env::var_os("SAVEPOINT_WEBHOOK_KUBE_APISERVER") {
@@ -282,6 +287,8 @@ impl ControlPlane {
         if cp.minor() < 24 {
             cp.apiserver_args.push("--insecure-port=0".into());
         }
+        cp.apiserver_args
+            .extend(extra.iter().map(|flag| OsString::from(*flag)));
         cp.start_apiserver();
         cp
     }
