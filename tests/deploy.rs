@@ -5,7 +5,7 @@
 //! Deployment's own arguments and asked every path the manifests name.
 //!
 //! With `e2e` (the switch for tests that need `kubectl` and the real control plane;
-//! `tests/provision.sh` installs both): both overlays render with `kubectl kustomize`, and
+//! `tests/provision.sh` installs both): every overlay renders with `kubectl kustomize`, and
 //! everything they render passes a server-side dry run against kube-apiserver 1.20, whose
 //! OpenAPI schema kubectl also checks every field against; the RBAC, really applied,
 //! grants what the webhook needs and no more. `SAVEPOINT_WEBHOOK_KUBECTL` names another
@@ -534,6 +534,29 @@ mod e2e {
                 .filter(|d| d["kind"] == "CustomResourceDefinition")
                 .count(),
             2
+        );
+    }
+
+    #[test]
+    fn fail_open_overlay_is_the_cert_manager_install_failing_open() {
+        let cert_manager = render(&Path::new(ROOT).join("deploy/overlays/cert-manager"));
+        let mut fail_open = render(&Path::new(ROOT).join("deploy/overlays/fail-open"));
+        check_common(&fail_open);
+        for kind in [
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ] {
+            let at = fail_open
+                .iter()
+                .position(|d| d["kind"] == kind)
+                .unwrap_or_else(|| panic!("fail-open renders a {kind}"));
+            let webhook = &mut fail_open[at]["webhooks"][0];
+            assert_eq!(webhook["failurePolicy"], "Ignore", "{kind}");
+            webhook["failurePolicy"] = "Fail".into();
+        }
+        assert_eq!(
+            fail_open, cert_manager,
+            "fail-open differs from cert-manager only in failurePolicy"
         );
     }
 

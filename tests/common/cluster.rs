@@ -185,7 +185,26 @@ impl Cluster {
     /// webhook's `clientConfig` replaced by `url` (`https://127.0.0.1:PORT`) plus its
     /// service path, and `ca_bundle`.
     pub async fn register_shipped_webhooks(&self, url: &str, ca_bundle: &str) {
+        self.register_patched_webhooks(url, ca_bundle, &[]).await;
+    }
+
+    /// [`Cluster::register_shipped_webhooks`], with each configuration patched by the
+    /// JSON Patch files `patches` (paths relative to the crate root, as an overlay's
+    /// `patchesJson6902` applies them).
+    pub async fn register_patched_webhooks(&self, url: &str, ca_bundle: &str, patches: &[&str]) {
         let mut manifests = read_manifests("deploy/base/webhooks.yaml");
+        for relative in patches {
+            let ops = read_manifests(relative)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("{relative} holds no patch"));
+            let patch: json_patch::Patch = serde_json::from_value(ops)
+                .unwrap_or_else(|e| panic!("{relative} is not a JSON Patch: {e}"));
+            for manifest in &mut manifests {
+                json_patch::patch(manifest, &patch)
+                    .unwrap_or_else(|e| panic!("{relative} does not apply: {e}"));
+            }
+        }
         for manifest in &mut manifests {
             for webhook in manifest["webhooks"]
                 .as_array_mut()
