@@ -50,8 +50,12 @@ up)
     --initial-cluster="default=http://127.0.0.1:$pport" >"$dir/etcd.log" 2>&1 </dev/null &
   echo $! >"$dir/etcd.pid"
 
+  # --insecure-port is off by default from 1.20 and gone from 1.24.
+  insecure=()
+  minor=$("$apiserver" --version | sed -n 's/^Kubernetes v1\.\([0-9]*\)\..*/\1/p')
+  if [[ ${minor:-0} -lt 24 ]]; then insecure=(--insecure-port=0); fi
   "$apiserver" --etcd-servers="http://127.0.0.1:$eport" --secure-port="$aport" \
-    --bind-address=127.0.0.1 --insecure-port=0 --cert-dir="$dir/certs" \
+    --bind-address=127.0.0.1 "${insecure[@]}" --cert-dir="$dir/certs" \
     --token-auth-file="$dir/tokens.csv" --authorization-mode=RBAC \
     --service-account-key-file="$dir/sa.key" --service-account-signing-key-file="$dir/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc --service-cluster-ip-range=10.96.0.0/24 \

@@ -662,6 +662,41 @@ mod e2e {
     }
 
     /// `kubectl apply --dry-run=server` of `docs`; every object must be accepted.
+    /// The webhook's namespace enforces Pod Security's restricted profile (GA from 1.25):
+    /// a Pod of the shipped template passes a server-side dry run there, a Pod without
+    /// the profile's settings is refused.
+    fn pods_meet_the_restricted_profile(kubeconfig: &Path, docs: &[Value]) {
+        let deployment = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment")
+            .expect("a Deployment is shipped");
+        let pod = |name: &str, spec: &Value| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": { "name": name, "namespace": NAMESPACE },
+                "spec": spec,
+            })
+        };
+        let shipped = pod("shipped", &deployment["spec"]["template"]["spec"]);
+        dry_run(kubeconfig, &[shipped]);
+        let bare = pod(
+            "bare",
+            &serde_json::json!({ "containers": [{ "name": "c", "image": "example" }] }),
+        );
+        let run = run_kubectl(
+            Some(kubeconfig),
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&bare.to_string()),
+        );
+        assert!(
+            !run.success && run.stderr.contains("violates PodSecurity \"restricted"),
+            "the namespace enforces the restricted profile: {}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+
     fn dry_run(kubeconfig: &Path, docs: &[Value]) {
         let out = kubectl(
             Some(kubeconfig),
@@ -741,6 +776,9 @@ mod e2e {
         }
 
         dry_run(kubeconfig, &for_server(kubeconfig, self_managed.clone()));
+        if cluster.minor() >= 25 {
+            pods_meet_the_restricted_profile(kubeconfig, &self_managed);
+        }
         // The test server has no cert-manager CRDs; cert_manager_overlay_renders checks
         // those objects.
         let without_cert_manager: Vec<Value> = cert_manager
