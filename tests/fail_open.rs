@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, install_crypto_provider, mk_deployment, mk_savepoint,
-    spec_version, write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, install_crypto_provider, mk_savepoint, spec_version,
+    write_webhook_kubeconfig,
 };
 use savepoint_webhook::resources::{Origin, Savepoint};
 
@@ -58,13 +58,7 @@ fn unrepaired(savepoints: &[Savepoint], uid: &str) -> Vec<String> {
 async fn while_down_creates_pass_and_the_reconciler_repairs_them_after() {
     install_crypto_provider();
     let cp = ControlPlane::start();
-    let cluster = Cluster::connect(&cp).await;
-    cluster.apply_crds().await;
-    cluster.create_webhook_identity().await;
-    cluster.create_namespace(NS).await;
-    let uid = cluster
-        .create_deployment(mk_deployment(NS, "app", Some("5")))
-        .await;
+    let (cluster, uid) = Cluster::prepared(&cp, NS, "5").await;
     let kubeconfig = cp.dir().join("webhook.kubeconfig");
     write_webhook_kubeconfig(&cp, &kubeconfig);
     let certs = Certs::generate();

@@ -669,17 +669,11 @@ async fn refused_streaming_lists_fall_back_to_paged_lists() {
     }
     drop(probe);
     let cp = ControlPlane::start_with(&["--feature-gates=WatchList=false"]);
-    let cluster = Cluster::connect(&cp).await;
-    cluster.apply_crds().await;
-    cluster.create_namespace(NS).await;
-    cluster
-        .create_deployment(mk_deployment(NS, "app", Some("4")))
-        .await;
+    let (cluster, _) = Cluster::prepared(&cp, NS, "4").await;
     cluster
         .create_savepoint(&mk_savepoint(NS, "kept", "app", LOC_KEPT), false)
         .await
         .savepoint("kept");
-    cluster.create_webhook_identity().await;
     let kubeconfig = cp.dir().join("webhook.kubeconfig");
     common::write_webhook_kubeconfig(&cp, &kubeconfig);
     let certs = Certs::generate();

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
 use common::{
-    Certs, Cluster, Webhook, free_port, mk_deployment, mk_savepoint, spec_version,
-    write_webhook_kubeconfig,
+    Certs, Cluster, Webhook, free_port, mk_savepoint, spec_version, write_webhook_kubeconfig,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
@@ -181,13 +180,7 @@ fn audit(kubeconfig: &std::path::Path) -> (i32, serde_json::Value) {
 async fn two_replicas_converge_the_cluster_and_fail_over() {
     common::install_crypto_provider();
     let cp = ControlPlane::start();
-    let cluster = Cluster::connect(&cp).await;
-    cluster.apply_crds().await;
-    cluster.create_webhook_identity().await;
-    cluster.create_namespace(NS).await;
-    let uid = cluster
-        .create_deployment(mk_deployment(NS, "app", Some("3")))
-        .await;
+    let (cluster, uid) = Cluster::prepared(&cp, NS, "3").await;
 
     // Drift, with no webhook configuration installed: every Savepoint lacks the annotation
     // and the Deployment's uid; every pair shares a location, spelled two ways.

@@ -181,6 +181,24 @@ impl Cluster {
         }
     }
 
+    /// Connects to `cp`, installs the CRDs and the webhook's identity, and creates
+    /// `namespace` holding a Deployment `app` at `spec_version`: the start of most
+    /// end-to-end tests. Returns the client and the Deployment's uid.
+    pub async fn prepared(
+        cp: &ControlPlane,
+        namespace: &str,
+        spec_version: &str,
+    ) -> (Cluster, String) {
+        let cluster = Cluster::connect(cp).await;
+        cluster.apply_crds().await;
+        cluster.create_webhook_identity().await;
+        cluster.create_namespace(namespace).await;
+        let uid = cluster
+            .create_deployment(super::mk_deployment(namespace, "app", Some(spec_version)))
+            .await;
+        (cluster, uid)
+    }
+
     /// Registers the webhook configurations shipped in `deploy/base/webhooks.yaml`, each
     /// webhook's `clientConfig` replaced by `url` (`https://127.0.0.1:PORT`) plus its
     /// service path, and `ca_bundle`.
