@@ -27,13 +27,26 @@ pub enum Command {
     /// Review one manifest or AdmissionReview offline and print the answer.
     Review(ReviewArgs),
     /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    Crds(CrdsArgs),
     /// Write a CA and a serving certificate for the webhook's Service.
     Certs(CertsArgs),
     /// List stored Savepoints that break a rule or would warn at admission; exit 1 if any.
     Audit(AuditArgs),
     /// Smoke-test a running webhook with built-in AdmissionReviews; exit 1 on any mismatch.
     Probe(ProbeArgs),
+}
+
+/// Flags of `crds`.
+#[derive(Clone, Debug, Args)]
+pub struct CrdsArgs {
+    /// Add the Savepoint's field rules as CEL (`x-kubernetes-validations`), for API servers
+    /// from 1.25, under the location settings below; older servers and their kubectl
+    /// refuse the field.
+    #[arg(long)]
+    pub cel: bool,
+    /// The location rules the CEL states (as `serve` takes them).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 /// Decision settings shared by `serve` and `review`.

@@ -27,9 +27,16 @@ fn main() -> ExitCode {
             Ok(cmd::review::Outcome::Denied) => return ExitCode::from(1),
             Err(err) => Err(err),
         },
-        Command::Crds => savepoint_webhook::resources::crds_yaml()
-            .map(|yaml| print!("{yaml}"))
-            .map_err(anyhow::Error::from),
+        Command::Crds(args) => {
+            let crds = if args.cel {
+                savepoint_webhook::resources::crds_with_cel(&args.policy.policy().locations)
+            } else {
+                savepoint_webhook::resources::crds()
+            };
+            savepoint_webhook::resources::to_yaml(&crds)
+                .map(|yaml| print!("{yaml}"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Certs(args) => cmd::certs::run(&args),
         Command::Audit(args) => match tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)

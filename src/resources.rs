@@ -3,13 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::LocationRules;
 pub use crate::domain::names::{GROUP, SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION, VERSION};
+use crate::domain::schema_rules::{DNS_SUBDOMAIN_MAX, UUID_FIELDS, spec_validations};
 pub use crate::domain::{FormatType, Origin, RestoreKind, SavepointState, SnapshotType};
 
 /// A pointer to one Flink savepoint or retained checkpoint, usable to restore a Deployment.
@@ -131,6 +135,60 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         .into_iter()
         .map(make_structural_for_old_servers)
         .collect()
+}
+
+/// Both CRDs as [`crds`] makes them, with the Savepoint's field rules that need no other
+/// object as CEL on its `spec` (see [`crate::domain::schema_rules`]) and length bounds on
+/// the strings they read (the API server's CEL cost estimate needs them), for API servers
+/// from 1.25; as written to `deploy/crds/cel/`.
+pub fn crds_with_cel(locations: &LocationRules) -> Vec<CustomResourceDefinition> {
+    let mut crds = crds();
+    for version in crds[0].spec.versions.iter_mut() {
+        let Some(spec) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("spec"))
+        else {
+            continue;
+        };
+        let properties = spec.properties.get_or_insert_with(Default::default);
+        let mut bound = |field: &str, max: usize| {
+            if let Some(property) = properties.get_mut(field) {
+                property.max_length = Some(i64::try_from(max).unwrap_or(i64::MAX));
+            }
+        };
+        bound("savepointLocation", locations.max_len);
+        bound("deploymentName", DNS_SUBDOMAIN_MAX);
+        for (field, _) in UUID_FIELDS {
+            bound(field, 36);
+        }
+        spec.x_kubernetes_validations = Some(
+            spec_validations(locations)
+                .into_iter()
+                .map(|v| ValidationRule {
+                    rule: v.rule,
+                    message: Some(v.message),
+                    field_path: Some(v.field_path),
+                    ..ValidationRule::default()
+                })
+                .collect(),
+        );
+    }
+    crds
+}
+
+/// CRDs as one multi-document YAML stream.
+pub fn to_yaml(
+    crds: &[CustomResourceDefinition],
+) -> Result<String, serde_saphyr::ser_error::Error> {
+    let mut out = String::new();
+    for crd in crds {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(crd)?);
+    }
+    Ok(out)
 }
 
 /// All CRDs as one multi-document YAML stream, as written to `deploy/crds/`.

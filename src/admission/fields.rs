@@ -7,6 +7,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::decode::ObjectView;
+use crate::domain::schema_rules::{DNS_SUBDOMAIN_MAX, IMMUTABLE_FIELDS, UUID_FIELDS};
 use crate::domain::{FormatType, Location, LocationRules, Origin, SavepointState, SnapshotType};
 use crate::resources::SPEC_VERSION_ANNOTATION;
 
@@ -59,14 +60,6 @@ const MAX_RENDERED_VALUE: usize = 120;
 fn render_value(value: &Value) -> String {
     crate::text::truncate(value.to_string(), MAX_RENDERED_VALUE)
 }
-
-/// Spec fields that never change after creation.
-pub const IMMUTABLE_FIELDS: &[&str] = &[
-    "savepointLocation",
-    "deploymentId",
-    "deploymentName",
-    "flinkSavepointId",
-];
 
 /// Checks every field rule of the contract and returns all violations.
 pub fn validate_object(object: &ObjectView, rules: &LocationRules) -> Vec<Violation> {
@@ -142,14 +135,7 @@ pub fn validate_object(object: &ObjectView, rules: &LocationRules) -> Vec<Violat
             None => out.push(not_a_string("spec.deploymentName", name)),
         }
     }
-    for (field, what) in [
-        ("deploymentId", "the Deployment's metadata.uid"),
-        (
-            "flinkSavepointId",
-            "Flink's savepoint id, or the nil UUID 00000000-0000-0000-0000-000000000000",
-        ),
-        ("jobId", "the Flink job id"),
-    ] {
+    for &(field, what) in UUID_FIELDS {
         if let Some(value) = spec.get(field).filter(|v| !v.is_null()) {
             let path = format!("spec.{field}");
             match value.as_str() {
@@ -272,7 +258,8 @@ pub fn parse_spec_version(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// A UUID in its canonical 8-4-4-4-12 hex form (either case).
+/// A UUID in its canonical 8-4-4-4-12 hex form (either case): `UUID_PATTERN` of
+/// [`crate::domain::schema_rules`], which the CRD's CEL rule matches.
 pub fn is_uuid(text: &str) -> bool {
     text.len() == 36
         && text.bytes().enumerate().all(|(i, b)| match i {
@@ -281,10 +268,11 @@ pub fn is_uuid(text: &str) -> bool {
         })
 }
 
-/// A Kubernetes DNS-1123 subdomain, the rule for custom resource names.
+/// A Kubernetes DNS-1123 subdomain, the rule for custom resource names:
+/// `DNS_SUBDOMAIN_PATTERN` of [`crate::domain::schema_rules`].
 pub fn is_dns_subdomain(text: &str) -> bool {
     !text.is_empty()
-        && text.len() <= 253
+        && text.len() <= DNS_SUBDOMAIN_MAX
         && text.split('.').all(|label| {
             !label.is_empty()
                 && label

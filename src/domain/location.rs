@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub const DEFAULT_SCHEMES: &[&str] = &[
     "s3", "s3a", "s3p", "gs", "hdfs", "viewfs", "wasb", "wasbs", "abfs", "abfss", "oss", "file",
 ];
+/// Schemes whose locations may name no host or bucket (the default file system).
+pub const HOSTLESS_SCHEMES: &[&str] = &["file", "hdfs", "viewfs"];
 /// Default maximum length of a location, in bytes.
 pub const DEFAULT_MAX_LEN: usize = 1024;
 
@@ -167,7 +169,11 @@ impl Location {
         } else {
             authority
         };
-        if authority.is_empty() && !matches!(scheme.as_str(), "file" | "hdfs" | "viewfs") {
+        // A host or bucket named `.` or `..` reads as a path segment: refused like one.
+        if matches!(authority, "." | "..") {
+            return Err(LocationError::DotSegment);
+        }
+        if authority.is_empty() && !HOSTLESS_SCHEMES.contains(&scheme.as_str()) {
             return Err(LocationError::MissingAuthority {
                 scheme: scheme_raw.to_string(),
             });
@@ -343,6 +349,8 @@ mod tests {
             }),
             ("s3://b/a/../p", |e| matches!(e, LocationError::DotSegment)),
             ("s3://b/./p", |e| matches!(e, LocationError::DotSegment)),
+            ("s3://./p", |e| matches!(e, LocationError::DotSegment)),
+            ("hdfs://../p", |e| matches!(e, LocationError::DotSegment)),
             ("s3:///p", |e| {
                 matches!(e, LocationError::MissingAuthority { .. })
             }),

@@ -12,6 +12,7 @@ pub mod patch;
 pub mod policy;
 pub mod rules;
 pub mod savepoint;
+pub mod schema_rules;
 
 pub use deployment::{DeploymentFacts, DeploymentLookup, ReferenceProblem, RestoreKind};
 pub use location::{Location, LocationError, LocationRules, NormalizedLocation};

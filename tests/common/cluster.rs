@@ -102,9 +102,14 @@ impl Cluster {
         }
     }
 
-    /// Creates the CRDs of `deploy/crds/crds.yaml` and waits until they are Established.
+    /// Creates the CRDs and waits until they are Established: those of `deploy/crds/cel/`
+    /// (field rules as CEL) on servers from 1.25, of `deploy/crds/` before.
     pub async fn apply_crds(&self) {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/crds.yaml");
+        let path = if self.minor().await >= 25 {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/cel/crds.yaml")
+        } else {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/crds.yaml")
+        };
         let text = std::fs::read_to_string(path).expect("deploy/crds/crds.yaml is readable");
         let crds: Vec<CustomResourceDefinition> =
             serde_saphyr::from_multiple(&text).expect("deploy/crds/crds.yaml parses as CRDs");
@@ -179,6 +184,19 @@ impl Cluster {
                     )
                 });
         }
+    }
+
+    /// The API server's minor version (`37` for 1.37.2).
+    pub async fn minor(&self) -> u32 {
+        let info = self
+            .client
+            .apiserver_version()
+            .await
+            .expect("GET /version of the API server");
+        info.minor
+            .trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse()
+            .unwrap_or(0)
     }
 
     /// Connects to `cp`, installs the CRDs and the webhook's identity, and creates
