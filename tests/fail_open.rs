@@ -3,7 +3,7 @@
 //! unchanged and what the CRD schema forbids is still refused by the API server itself;
 //! once the webhook is back, its reconciler adds the annotation and the Deployment
 //! reference and sets COPIED on what was stored meanwhile (time to converge printed). On
-//! 1.30 and later the overlay's `matchConditions` patch is accepted and exempts only the
+//! 1.30 and later the overlay's `matchConditions` patch is accepted and exempts exactly the
 //! named identity.
 #![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
@@ -22,6 +22,8 @@ use savepoint_webhook::resources::{Origin, Savepoint};
 const NS: &str = "fail-open";
 const FAIL_OPEN: &str = "deploy/overlays/fail-open/fail-open.yaml";
 const MATCH_CONDITIONS: &str = "deploy/overlays/fail-open/match-conditions.yaml";
+/// The identity `match-conditions.yaml` exempts.
+const EXEMPT_USER: &str = "system:serviceaccount:vvp:vvp-controller";
 const SHARED: &str = "s3://flink-state/fail-open/savepoint-0a0a0a-000000000001";
 
 /// Savepoints stored while the webhook was down that the reconciler has not yet brought
@@ -177,7 +179,24 @@ async fn while_down_creates_pass_and_the_reconciler_repairs_them_after() {
     );
 
     if cp.minor() >= 30 {
-        // The exemption names one identity only: the admin is still mutated.
+        // The exempted identity skips the webhook; everyone else is still mutated.
+        let exempt = cluster
+            .create_savepoint_as(
+                EXEMPT_USER,
+                &mk_savepoint(
+                    NS,
+                    "by-platform",
+                    "app",
+                    "s3://flink-state/fail-open/platform",
+                ),
+            )
+            .await
+            .savepoint("a create by the exempted identity");
+        assert_eq!(
+            spec_version(&exempt),
+            None,
+            "the exempted identity is not mutated"
+        );
         let stored = cluster
             .create_savepoint(
                 &mk_savepoint(NS, "after", "app", "s3://flink-state/fail-open/after"),

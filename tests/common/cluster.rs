@@ -314,11 +314,44 @@ impl Cluster {
         content_type: &str,
         body: Option<&Value>,
     ) -> Reply {
+        self.request_as(None, method, path, content_type, body)
+            .await
+    }
+
+    /// Creates a Savepoint as `user` (the admin impersonates it, in `system:masters`, so
+    /// RBAC allows it and admission sees that user).
+    pub async fn create_savepoint_as(&self, user: &str, manifest: &Value) -> Reply {
+        let namespace = manifest["metadata"]["namespace"]
+            .as_str()
+            .expect("the manifest names its namespace");
+        self.request_as(
+            Some(user),
+            reqwest::Method::POST,
+            &savepoints_path(namespace),
+            "application/json",
+            Some(manifest),
+        )
+        .await
+    }
+
+    async fn request_as(
+        &self,
+        user: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Reply {
         let mut request = self
             .http
             .request(method.clone(), format!("{}{path}", self.server))
             .bearer_auth(&self.token)
             .header("Accept", "application/json");
+        if let Some(user) = user {
+            request = request
+                .header("Impersonate-User", user)
+                .header("Impersonate-Group", "system:masters");
+        }
         if let Some(body) = body {
             request = request
                 .header("Content-Type", content_type)
