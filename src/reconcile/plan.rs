@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::domain::rules::{self, Change};
 use crate::domain::{
-    DeploymentLookup, NormalizedLocation, Origin, Policy, ReferenceScope, deployment,
+    DeploymentLookup, LocationError, NormalizedLocation, Origin, Policy, ReferenceScope, deployment,
 };
 use crate::index::SavepointRecord;
 
@@ -120,8 +120,17 @@ pub fn plan(
     policy: &Policy,
 ) -> Plan {
     let mut out = Plan::default();
-    let earliest = earliest_holders(savepoints, policy);
-    for record in savepoints {
+    let locations: Vec<Option<Result<NormalizedLocation, LocationError>>> = savepoints
+        .iter()
+        .map(|record| {
+            record
+                .location
+                .as_deref()
+                .map(|raw| NormalizedLocation::parse(raw, &policy.locations))
+        })
+        .collect();
+    let earliest = earliest_holders(savepoints, &locations, policy);
+    for (record, location) in savepoints.iter().zip(&locations) {
         let mut findings = Vec::new();
         let finding = |rule, message: String| Finding {
             rule,
@@ -130,11 +139,7 @@ pub fn plan(
             message,
         };
 
-        let location = record
-            .location
-            .as_deref()
-            .map(|raw| NormalizedLocation::parse(raw, &policy.locations));
-        let first_holder = match &location {
+        let first_holder = match location {
             Some(Ok(location)) => earliest
                 .get(&scope_key(policy, &record.namespace, location))
                 .copied()
@@ -272,23 +277,21 @@ fn scope_key(
     }
 }
 
-/// The earliest holder of each location, in the order of [`rules::holder_rank`].
+/// The earliest holder of each location, in the order of [`rules::holder_rank`];
+/// `locations[i]` is the parsed location of `savepoints[i]`.
 fn earliest_holders<'a>(
     savepoints: &'a [SavepointRecord],
+    locations: &[Option<Result<NormalizedLocation, LocationError>>],
     policy: &Policy,
 ) -> BTreeMap<(String, NormalizedLocation), &'a SavepointRecord> {
     let mut earliest: BTreeMap<(String, NormalizedLocation), &SavepointRecord> = BTreeMap::new();
     let rank =
         |r: &'a SavepointRecord| rules::holder_rank(r.created, r.origin, &r.namespace, &r.name);
-    for record in savepoints {
-        let Some(Ok(location)) = record
-            .location
-            .as_deref()
-            .map(|raw| NormalizedLocation::parse(raw, &policy.locations))
-        else {
+    for (record, location) in savepoints.iter().zip(locations) {
+        let Some(Ok(location)) = location else {
             continue;
         };
-        let key = scope_key(policy, &record.namespace, &location);
+        let key = scope_key(policy, &record.namespace, location);
         match earliest.get(&key) {
             Some(first) if rank(first) <= rank(record) => {}
             _ => {
