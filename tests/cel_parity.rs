@@ -172,6 +172,26 @@ async fn cel_and_the_webhook_decide_alike() {
             false,
         ),
         (
+            "password in location",
+            json!({ "savepointLocation": "s3://user:secret@b/p" }),
+            false,
+        ),
+        (
+            "user in s3 location",
+            json!({ "savepointLocation": "s3://user@b/p" }),
+            false,
+        ),
+        (
+            "Azure container at account",
+            json!({ "savepointLocation": "abfss://c@acct.dfs.core.windows.net/p" }),
+            true,
+        ),
+        (
+            "HDFS host in upper case",
+            json!({ "savepointLocation": "hdfs://NameNode:8020/flink/sp" }),
+            true,
+        ),
+        (
             "no Deployment reference",
             json!({ "deploymentName": null }),
             false,

@@ -4,8 +4,10 @@
 //! Two spellings of one physical location normalize to the same string: the scheme is
 //! case-folded, `s3a` and `s3p` are `s3`, duplicate and trailing slashes are dropped, a
 //! trailing `/_metadata` file name is dropped, and `file:/p`, `file:///p` and
-//! `file://localhost/p` are one location. Anything that could make two different paths
-//! compare equal (`.` or `..` segments, queries, fragments) is refused instead.
+//! `file://localhost/p` are one location, and host names that DNS compares without case
+//! (HDFS name nodes, Azure containers and accounts) are case-folded. Anything that could
+//! make two different paths compare equal (`.` or `..` segments, queries, fragments) is
+//! refused instead, and so are credentials written into a location (`user:secret@`).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -17,6 +19,12 @@ pub const DEFAULT_SCHEMES: &[&str] = &[
 ];
 /// Schemes whose locations may name no host or bucket (the default file system).
 pub const HOSTLESS_SCHEMES: &[&str] = &["file", "hdfs", "viewfs"];
+/// Schemes whose authority is `CONTAINER@ACCOUNT_HOST` (Azure Blob Storage and ADLS Gen2).
+pub const CONTAINER_AT_ACCOUNT_SCHEMES: &[&str] = &["wasb", "wasbs", "abfs", "abfss"];
+/// Schemes whose authority is a host name, compared without case as DNS does; bucket
+/// names (`s3`, `gs`, `oss`) keep theirs, as those stores do.
+pub const CASE_FOLDED_AUTHORITY_SCHEMES: &[&str] =
+    &["hdfs", "viewfs", "wasb", "wasbs", "abfs", "abfss"];
 /// Default maximum length of a location, in bytes.
 pub const DEFAULT_MAX_LEN: usize = 1024;
 
@@ -102,6 +110,19 @@ pub enum LocationError {
     /// No path at all.
     #[error("has no path")]
     MissingPath,
+    /// `user:password@` before the host or bucket.
+    #[error(
+        "contains a password (USER:PASSWORD@ before the host); credentials never belong in a location: give the webhook and Flink the store's credentials instead"
+    )]
+    Password,
+    /// `user@` before the host or bucket of a scheme that has no such part.
+    #[error(
+        "names a user (USER@ before the host or bucket); {scheme} locations are {scheme}://BUCKET/PATH, without credentials"
+    )]
+    UserInfo {
+        /// The scheme as written.
+        scheme: String,
+    },
 }
 
 impl Location {
@@ -159,6 +180,16 @@ impl Location {
             None if !rest.starts_with('/') => return Err(LocationError::NotAbsolute),
             None => ("", rest),
         };
+        if let Some((user, _)) = authority.split_once('@') {
+            if user.contains(':') {
+                return Err(LocationError::Password);
+            }
+            if !CONTAINER_AT_ACCOUNT_SCHEMES.contains(&scheme.as_str()) {
+                return Err(LocationError::UserInfo {
+                    scheme: scheme_raw.to_string(),
+                });
+            }
+        }
         let authority = if scheme == "file" {
             if !(authority.is_empty() || authority.eq_ignore_ascii_case("localhost")) {
                 return Err(LocationError::RemoteFile {
@@ -198,9 +229,14 @@ impl Location {
             normalized_path.push('/');
             normalized_path.push_str(segment);
         }
+        let authority = if CASE_FOLDED_AUTHORITY_SCHEMES.contains(&scheme.as_str()) {
+            authority.to_ascii_lowercase()
+        } else {
+            authority.to_string()
+        };
         Ok(Self {
             scheme,
-            authority: authority.to_string(),
+            authority,
             path: normalized_path,
         })
     }
@@ -302,6 +338,15 @@ mod tests {
                 "wasbs://c@acct.blob.core.windows.net/sp",
                 "wasbs://c@acct.blob.core.windows.net/sp",
             ),
+            (
+                "hdfs://NameNode:8020/flink/sp",
+                "hdfs://namenode:8020/flink/sp",
+            ),
+            ("viewfs://Cluster/sp", "viewfs://cluster/sp"),
+            (
+                "abfss://c@Acct.DFS.core.windows.net/sp",
+                "abfss://c@acct.dfs.core.windows.net/sp",
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(norm(raw), want, "normalizing {raw}");
@@ -317,6 +362,8 @@ mod tests {
             ("s3://b/cp/_metadata/x", "s3://b/cp/x"),
             ("s3://b/Cp", "s3://b/cp"),
             ("hdfs://nn1/p", "hdfs://nn2/p"),
+            ("hdfs://nn/P", "hdfs://nn/p"),
+            ("gs://b/p", "gs://B/p"),
         ] {
             assert_ne!(norm(a), norm(b), "{a} vs {b}");
         }
@@ -365,6 +412,18 @@ mod tests {
             ("hdfs:flink/sp", |e| matches!(e, LocationError::NotAbsolute)),
             ("s3://b/p/_metadata/_metadata", |e| {
                 matches!(e, LocationError::MetadataDirectory)
+            }),
+            ("s3://user:secret@b/p", |e| {
+                matches!(e, LocationError::Password)
+            }),
+            ("abfs://c:secret@a.dfs.core.windows.net/p", |e| {
+                matches!(e, LocationError::Password)
+            }),
+            ("s3://user@b/p", |e| {
+                matches!(e, LocationError::UserInfo { .. })
+            }),
+            ("hdfs://hdfs@nn/p", |e| {
+                matches!(e, LocationError::UserInfo { .. })
             }),
             (
                 "s3://bucket/a-path-that-is-far-too-long-for-the-rule",

@@ -6,7 +6,7 @@
 //! the webhook alone, and so do two location rules CEL cannot state without a parser: a
 //! path that is only `_metadata` or empty, and a trailing `_metadata/_metadata`.
 
-use super::location::{HOSTLESS_SCHEMES, LocationRules};
+use super::location::{CONTAINER_AT_ACCOUNT_SCHEMES, HOSTLESS_SCHEMES, LocationRules};
 
 /// Spec fields holding a UUID, with what each names.
 pub const UUID_FIELDS: &[(&str, &str)] = &[
@@ -123,6 +123,23 @@ pub fn spec_validations(locations: &LocationRules) -> Vec<SpecValidation> {
             ),
             "savepointLocation",
             "spec.savepointLocation: file locations must be local (file:/path or file:///path)",
+        ),
+        rule(
+            format!("!{location}.matches({})", quoted("^[^:]*://[^/@]*:[^/@]*@")),
+            "savepointLocation",
+            "spec.savepointLocation: contains a password (USER:PASSWORD@ before the host); credentials never belong in a location",
+        ),
+        rule(
+            format!(
+                "{location}.matches({}) || !{location}.matches({})",
+                quoted(&format!(
+                    "^(?i:{}):",
+                    CONTAINER_AT_ACCOUNT_SCHEMES.join("|")
+                )),
+                quoted("^[^:]*://[^/]*@")
+            ),
+            "savepointLocation",
+            "spec.savepointLocation: names a user (USER@ before the host or bucket); expected SCHEME://BUCKET/PATH without credentials",
         ),
         rule(
             "has(self.deploymentName) || has(self.deploymentId)".into(),
