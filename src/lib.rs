@@ -16,6 +16,7 @@ pub mod domain;
 pub mod duration;
 pub mod gauges;
 pub mod index;
+pub mod logging;
 pub mod probe;
 pub mod readiness;
 pub mod reconcile;

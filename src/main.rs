@@ -9,14 +9,7 @@ static ALLOCATOR: savepoint_webhook::Allocator = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    savepoint_webhook::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()

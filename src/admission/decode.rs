@@ -8,16 +8,24 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::Operation;
+use crate::text::clip;
 
 /// The only AdmissionReview version this webhook speaks.
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 
+/// Longest `request.uid` accepted: the API server sends a UUID (36 bytes); the uid is
+/// echoed in the answer, so its length bounds what an answer costs to keep.
+pub const MAX_UID_BYTES: usize = 128;
+
+/// Longest piece of the client's input echoed in an error message.
+pub const MAX_ECHOED_BYTES: usize = 256;
+
 /// Why a body is not a usable AdmissionReview.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// Not JSON, or JSON of the wrong shape.
+    /// Not JSON, or JSON of the wrong shape: the parser's message, clipped.
     #[error("body is not a valid admission.k8s.io/v1 AdmissionReview: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(String),
     /// Another `apiVersion` or `kind`.
     #[error(
         "body is a {kind} of {api_version:?}; expected kind AdmissionReview of apiVersion admission.k8s.io/v1"
@@ -34,6 +42,15 @@ pub enum DecodeError {
     /// An empty `request.uid`.
     #[error("AdmissionReview request has no uid")]
     NoUid,
+    /// A `request.uid` longer than [`MAX_UID_BYTES`].
+    #[error("AdmissionReview request.uid is {0} bytes long; at most {MAX_UID_BYTES} are accepted")]
+    UidTooLong(usize),
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Json(clip(&err.to_string(), MAX_ECHOED_BYTES))
+    }
 }
 
 /// The envelope; `apiVersion` and `kind` are only compared, so they borrow from the body.
@@ -154,13 +171,16 @@ pub fn decode_review(body: &[u8]) -> Result<Request, DecodeError> {
     };
     if review.kind != "AdmissionReview" || review.api_version != REVIEW_API_VERSION {
         return Err(DecodeError::WrongType {
-            kind: review.kind.into_owned(),
-            api_version: review.api_version.into_owned(),
+            kind: clip(&review.kind, MAX_ECHOED_BYTES),
+            api_version: clip(&review.api_version, MAX_ECHOED_BYTES),
         });
     }
     let request = review.request.ok_or(DecodeError::NoRequest)?;
     if request.uid.is_empty() {
         return Err(DecodeError::NoUid);
+    }
+    if request.uid.len() > MAX_UID_BYTES {
+        return Err(DecodeError::UidTooLong(request.uid.len()));
     }
     Ok(request)
 }
@@ -176,6 +196,26 @@ mod tests {
         let request = decode_review(REVIEW.as_bytes()).expect("decodes");
         let object = request.object.expect("has an object");
         assert_eq!(object.metadata.name.as_deref(), Some("né"));
+    }
+
+    #[test]
+    fn echoed_input_and_uids_are_bounded() {
+        let huge = "K".repeat(900 * 1024);
+        let body = REVIEW.replace(
+            r#""kind":"AdmissionReview""#,
+            &format!(r#""kind":"{huge}""#),
+        );
+        let err = decode_review(body.as_bytes()).expect_err("wrong kind");
+        assert!(err.to_string().len() < 2 * MAX_ECHOED_BYTES + 200, "{err}");
+        let body = REVIEW.replace(r#""uid":"u""#, &format!(r#""uid":"{}""#, "u".repeat(129)));
+        let err = decode_review(body.as_bytes()).expect_err("long uid");
+        assert!(matches!(err, DecodeError::UidTooLong(129)), "{err}");
+        let body = REVIEW.replace(
+            r#""operation":"CREATE""#,
+            &format!(r#""operation":{{"x":"{huge}"}}"#),
+        );
+        let err = decode_review(body.as_bytes()).expect_err("not a string");
+        assert!(err.to_string().len() < MAX_ECHOED_BYTES + 200, "{err}");
     }
 
     #[test]
