@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
-use crate::domain::{Policy, ReferenceScope};
+use crate::domain::{Policy, ReferenceScope, SharedDelete};
 use crate::duration::parse_duration;
+use crate::index::HoldLimits;
 
 /// Admission webhook for Ververica-style Flink Savepoint resources.
 #[derive(Debug, Parser)]
@@ -66,6 +67,10 @@ pub struct PolicyArgs {
     /// without state.savepoints.dir.
     #[arg(long)]
     pub universal_blob_storage: bool,
+    /// DELETE of a Savepoint whose location other Savepoints hold: allowed with a warning
+    /// naming them, or refused.
+    #[arg(long, value_enum, default_value_t = SharedDelete::Warn)]
+    pub shared_location_delete: SharedDelete,
 }
 
 impl PolicyArgs {
@@ -82,6 +87,7 @@ impl PolicyArgs {
             },
             scope: self.scope,
             universal_blob_storage: self.universal_blob_storage,
+            shared_delete: self.shared_location_delete,
         }
     }
 }
@@ -123,6 +129,12 @@ pub struct ServeArgs {
     /// How long a just-admitted location counts as referenced before the watch confirms it.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub provisional_ttl: Duration,
+    /// Most provisional holds kept; past it the oldest unconfirmed ones are dropped first.
+    #[arg(long, default_value_t = HoldLimits::default().max_holds)]
+    pub max_holds: usize,
+    /// Most bytes of names and locations the provisional holds may keep.
+    #[arg(long, default_value_t = HoldLimits::default().max_bytes)]
+    pub max_hold_bytes: usize,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -14,7 +14,7 @@ use crate::admission::Gate;
 use crate::certs::{CertRequest, generate};
 use crate::cli::ServeArgs;
 use crate::domain::Policy;
-use crate::index::{Index, RecordStore, Store};
+use crate::index::{HoldLimits, Index, RecordStore, Store};
 use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
 use crate::reconcile::metrics::{AuditFindings, ReconcileMetrics};
@@ -81,7 +81,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         readiness.deployments_synced();
         readiness.savepoints_synced();
     }
-    let store = Arc::new(Store::new(index, args.provisional_ttl));
+    let store = Arc::new(Store::with_limits(
+        index,
+        args.provisional_ttl,
+        HoldLimits {
+            max_holds: args.max_holds,
+            max_bytes: args.max_hold_bytes,
+        },
+    ));
     let mut registry = Registry::default();
     let verifier = args
         .verify

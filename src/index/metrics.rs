@@ -1,9 +1,11 @@
-//! Index sizes as a gauge family read at scrape time: [`IndexCollector`].
+//! Index sizes and the hold ledger's bounds, read at scrape time: [`IndexCollector`].
 
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::Store;
 use crate::gauges::encode_gauges;
@@ -27,6 +29,20 @@ impl Collector for IndexCollector {
                 ("unindexed_savepoints", sizes.unindexed_savepoints),
                 ("provisional", sizes.provisional),
             ],
-        )
+        )?;
+        let bytes = ConstGauge::new(i64::try_from(sizes.provisional_bytes).unwrap_or(i64::MAX));
+        bytes.encode(encoder.encode_descriptor(
+            "savepoint_webhook_provisional_hold_bytes",
+            "Bytes the provisional holds account for, bounded by --max-hold-bytes",
+            None,
+            bytes.metric_type(),
+        )?)?;
+        let shed = ConstCounter::new(sizes.provisional_shed);
+        shed.encode(encoder.encode_descriptor(
+            "savepoint_webhook_provisional_holds_shed",
+            "Provisional holds dropped before expiry to stay within --max-holds and --max-hold-bytes",
+            None,
+            shed.metric_type(),
+        )?)
     }
 }

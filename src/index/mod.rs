@@ -18,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 pub use facts::SavepointFacts;
-pub use holds::{HoldKind, HoldLedger, TENTATIVE_TTL};
+pub use holds::{HoldKind, HoldLedger, HoldLimits, TENTATIVE_TTL};
 pub use records::{RecordStore, SavepointRecord};
 use savepoints::Savepoints;
 pub use store::Store;
@@ -89,15 +89,39 @@ impl ObjectKey {
         }
     }
 
+    /// The key of a `generateName` create whose name the API server has not chosen yet:
+    /// `prefix*ticket`, where `ticket` (the review's uid) keeps two concurrent creates of
+    /// one prefix apart. `*` is in no valid name, so it never equals a stored key.
+    pub fn generated(namespace: &str, prefix: &str, ticket: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: format!("{prefix}{GENERATED_MARK}{ticket}").into(),
+        }
+    }
+
+    /// The prefix of a key made by [`ObjectKey::generated`].
+    pub fn generated_prefix(&self) -> Option<&str> {
+        self.name
+            .split_once(GENERATED_MARK)
+            .map(|(prefix, _)| prefix)
+    }
+
     /// Whether this is the key of `namespace/name`.
     pub fn is(&self, namespace: &str, name: &str) -> bool {
         &*self.namespace == namespace && &*self.name == name
     }
 }
 
+/// Separates the prefix from the ticket in [`ObjectKey::generated`].
+const GENERATED_MARK: char = '*';
+
 impl std::fmt::Display for ObjectKey {
+    /// `namespace/name`; `namespace/prefix*` for a name not generated yet.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+        match self.generated_prefix() {
+            Some(prefix) => write!(f, "{}/{prefix}{GENERATED_MARK}", self.namespace),
+            None => write!(f, "{}/{}", self.namespace, self.name),
+        }
     }
 }
 
@@ -125,6 +149,10 @@ pub struct IndexSizes {
     pub unindexed_savepoints: usize,
     /// Provisional holds not yet confirmed by the watch (filled in by [`Store::sizes`]).
     pub provisional: usize,
+    /// Bytes the provisional holds account for (filled in by [`Store::sizes`]).
+    pub provisional_bytes: usize,
+    /// Provisional holds shed to stay within [`HoldLimits`] (filled in by [`Store::sizes`]).
+    pub provisional_shed: u64,
 }
 
 impl Index {
@@ -265,7 +293,7 @@ impl Index {
             savepoints: self.savepoints.len(),
             locations: self.savepoints.locations(),
             unindexed_savepoints: self.unindexed_savepoints.len(),
-            provisional: 0,
+            ..IndexSizes::default()
         }
     }
 }

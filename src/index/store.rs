@@ -6,7 +6,7 @@ use std::borrow::Borrow;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::holds::{HoldKind, HoldLedger};
+use super::holds::{HoldKind, HoldLedger, HoldLimits};
 use super::{DeploymentFacts, Index, IndexSizes, ObjectKey, SavepointFacts};
 use crate::domain::{NormalizedLocation, ReferenceScope};
 
@@ -19,11 +19,17 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store of `index`, whose confirmed holds live `provisional_ttl`.
+    /// A store of `index`, whose confirmed holds live `provisional_ttl`, within the
+    /// default [`HoldLimits`].
     pub fn new(index: Index, provisional_ttl: Duration) -> Self {
+        Self::with_limits(index, provisional_ttl, HoldLimits::default())
+    }
+
+    /// A store of `index`, whose confirmed holds live `provisional_ttl`, within `limits`.
+    pub fn with_limits(index: Index, provisional_ttl: Duration, limits: HoldLimits) -> Self {
         Self {
             index: RwLock::new(index),
-            holds: Mutex::new(HoldLedger::new(provisional_ttl)),
+            holds: Mutex::new(HoldLedger::with_limits(provisional_ttl, limits)),
         }
     }
 
@@ -114,6 +120,23 @@ impl Store {
         hold(index, &mut self.ledger(), location, holder, kind, now);
     }
 
+    /// Confirms the hold of a `generateName` create now that its name is known: one
+    /// tentative hold of `prefix` in `holder`'s namespace (see [`ObjectKey::generated`])
+    /// becomes `holder`'s confirmed hold.
+    pub fn confirm_generated(
+        &self,
+        index: &Index,
+        location: &NormalizedLocation,
+        holder: &ObjectKey,
+        prefix: &str,
+        now: Instant,
+    ) {
+        if index.location_of(&holder.namespace, &holder.name) != Some(location.as_str()) {
+            self.ledger()
+                .confirm_generated(location, holder.clone(), prefix, now);
+        }
+    }
+
     /// Every Savepoint holding `location` at `now`, stored or provisional.
     pub fn holders(&self, location: &NormalizedLocation, now: Instant) -> Vec<ObjectKey> {
         let index = self.read();
@@ -137,7 +160,10 @@ impl Store {
     /// Current sizes, provisional holds included.
     pub fn sizes(&self) -> IndexSizes {
         let mut sizes = self.read().sizes();
-        sizes.provisional = self.ledger().len();
+        let ledger = self.ledger();
+        sizes.provisional = ledger.len();
+        sizes.provisional_bytes = ledger.bytes();
+        sizes.provisional_shed = ledger.shed();
         sizes
     }
 }

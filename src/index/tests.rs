@@ -284,3 +284,78 @@ fn repeated_holds_keep_one_pending_expiry_per_location() {
     assert_eq!(index.sizes().provisional, 0);
     assert!(index.pending_expiries() == 0);
 }
+
+#[test]
+fn the_ledger_sheds_the_oldest_tentative_holds_first() {
+    use crate::index::{HoldKind, HoldLedger, HoldLimits};
+    let mut ledger = HoldLedger::with_limits(
+        Duration::from_secs(60),
+        HoldLimits {
+            max_holds: 3,
+            max_bytes: usize::MAX,
+        },
+    );
+    let now = Instant::now();
+    let key = |name: &str| ObjectKey::new("default", name);
+    ledger.hold(
+        &Under::location("s3://b/confirmed"),
+        key("c"),
+        HoldKind::Confirmed,
+        now,
+    );
+    ledger.hold(
+        &Under::location("s3://b/t1"),
+        key("t1"),
+        HoldKind::Tentative,
+        now,
+    );
+    ledger.hold(
+        &Under::location("s3://b/t2"),
+        key("t2"),
+        HoldKind::Tentative,
+        now,
+    );
+    ledger.hold(
+        &Under::location("s3://b/t3"),
+        key("t3"),
+        HoldKind::Tentative,
+        now,
+    );
+    assert_eq!(ledger.len(), 3);
+    assert_eq!(ledger.shed(), 1);
+    assert_eq!(
+        ledger.holders(&Under::location("s3://b/t1"), now).count(),
+        0,
+        "oldest tentative shed"
+    );
+    assert_eq!(
+        ledger
+            .holders(&Under::location("s3://b/confirmed"), now)
+            .count(),
+        1
+    );
+
+    let mut by_bytes = HoldLedger::with_limits(
+        Duration::from_secs(60),
+        HoldLimits {
+            max_holds: usize::MAX,
+            max_bytes: 64 * 1024,
+        },
+    );
+    for i in 0..10_000 {
+        let raw = format!("s3://b/{}/{i}", "p".repeat(900));
+        by_bytes.hold(
+            &Under::location(&raw),
+            key(&format!("n{i}")),
+            HoldKind::Tentative,
+            now,
+        );
+        assert!(by_bytes.bytes() <= 64 * 1024);
+    }
+    assert!(by_bytes.len() < 100, "{} holds", by_bytes.len());
+    assert!(
+        by_bytes.pending_expiries() <= 2 * by_bytes.len() + 1024,
+        "the expiry schedule does not keep shed locations: {}",
+        by_bytes.pending_expiries()
+    );
+}
