@@ -201,6 +201,17 @@ async fn base_manifests_match_the_server() {
         "/validate",
         &["CREATE", "UPDATE"],
     );
+    let delete = single_webhook(object(
+        &webhooks,
+        "ValidatingWebhookConfiguration",
+        "savepoint-webhook-delete",
+    ));
+    assert_eq!(delete["clientConfig"]["service"]["path"], validate);
+    assert_eq!(delete["rules"][0]["operations"], json!(["DELETE"]));
+    assert_eq!(
+        delete["failurePolicy"], "Ignore",
+        "a warning on delete never blocks deletes while the webhook is down"
+    );
     let namespace = parse_yaml(&read("deploy/base/namespace.yaml"));
     assert_eq!(
         object(&namespace, "Namespace", NAMESPACE)["metadata"]["labels"][EXCLUDE_LABEL],
@@ -490,15 +501,16 @@ mod e2e {
     }
 
     fn ca_bundles(docs: &[Value]) -> Vec<Vec<u8>> {
-        ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
-            .iter()
-            .map(|kind| {
-                base64_decode(
-                    &single_webhook(object(docs, kind, "savepoint-webhook"))["clientConfig"]
-                        ["caBundle"],
-                )
-            })
-            .collect()
+        [
+            ("MutatingWebhookConfiguration", "savepoint-webhook"),
+            ("ValidatingWebhookConfiguration", "savepoint-webhook"),
+            ("ValidatingWebhookConfiguration", "savepoint-webhook-delete"),
+        ]
+        .iter()
+        .map(|(kind, name)| {
+            base64_decode(&single_webhook(object(docs, kind, name))["clientConfig"]["caBundle"])
+        })
+        .collect()
     }
 
     /// What both overlays share: the base, labelled, with its exact webhook paths.
@@ -564,11 +576,12 @@ mod e2e {
     fn cert_manager_overlay_renders() {
         let docs = render(&Path::new(ROOT).join("deploy/overlays/cert-manager"));
         check_common(&docs);
-        for kind in [
-            "MutatingWebhookConfiguration",
-            "ValidatingWebhookConfiguration",
+        for (kind, name) in [
+            ("MutatingWebhookConfiguration", "savepoint-webhook"),
+            ("ValidatingWebhookConfiguration", "savepoint-webhook"),
+            ("ValidatingWebhookConfiguration", "savepoint-webhook-delete"),
         ] {
-            let configuration = object(&docs, kind, "savepoint-webhook");
+            let configuration = object(&docs, kind, name);
             assert_eq!(
                 configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
                 "savepoint-webhook/savepoint-webhook",
@@ -641,7 +654,10 @@ mod e2e {
             );
         }
         let first_ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
-        assert_eq!(ca_bundles(&docs), [first_ca.clone(), first_ca.clone()]);
+        assert_eq!(
+            ca_bundles(&docs),
+            [first_ca.clone(), first_ca.clone(), first_ca.clone()]
+        );
 
         // A rotation: new files, and a caBundle with the new CA and the previous one.
         generate_certs(&overlay);
@@ -649,7 +665,7 @@ mod e2e {
         assert_ne!(second_ca, first_ca);
         let docs = render(&overlay);
         let both = [second_ca.clone(), first_ca].concat();
-        assert_eq!(ca_bundles(&docs), [both.clone(), both]);
+        assert_eq!(ca_bundles(&docs), [both.clone(), both.clone(), both]);
         let secret = object(&docs, "Secret", "savepoint-webhook-tls");
         assert_eq!(base64_decode(&secret["data"]["ca.crt"]), second_ca);
     }

@@ -15,6 +15,9 @@ use kit::Review;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use savepoint_webhook::admission::{Gate, decode};
+use savepoint_webhook::domain::location::{
+    CASE_FOLDED_AUTHORITY_SCHEMES, CONTAINER_AT_ACCOUNT_SCHEMES,
+};
 use savepoint_webhook::domain::{Location, LocationRules, NormalizedLocation};
 use savepoint_webhook::domain::{Policy, ReferenceScope};
 use savepoint_webhook::index::{
@@ -43,6 +46,17 @@ struct Model {
 }
 
 impl Model {
+    /// The model as the contract compares it: host names case-folded where DNS folds them
+    /// (see `CASE_FOLDED_AUTHORITY_SCHEMES`); `None` where the authority names a user,
+    /// which only Azure's `CONTAINER@ACCOUNT` may.
+    fn contracted(mut self) -> Option<Self> {
+        if CASE_FOLDED_AUTHORITY_SCHEMES.contains(&self.scheme) {
+            self.authority = self.authority.to_ascii_lowercase();
+        }
+        let user_ok = CONTAINER_AT_ACCOUNT_SCHEMES.contains(&self.scheme);
+        (user_ok || !self.authority.contains('@')).then_some(self)
+    }
+
     /// The one normalized spelling.
     fn canonical(&self) -> String {
         let mut out = format!("{}://{}", self.scheme, self.authority);
@@ -100,11 +114,13 @@ fn model() -> impl Strategy<Value = Model> {
                 while segments.last().is_some_and(|s| s == "_metadata") {
                     segments.pop();
                 }
-                (!(authority.is_empty() && segments.is_empty())).then_some(Model {
-                    scheme,
-                    authority,
-                    segments,
-                })
+                (!(authority.is_empty() && segments.is_empty()))
+                    .then_some(Model {
+                        scheme,
+                        authority,
+                        segments,
+                    })?
+                    .contracted()
             },
         )
 }
@@ -261,6 +277,7 @@ fn mutated(model: Model) -> impl Strategy<Value = Model> {
                 {
                     return None;
                 }
+                let m = m.contracted()?;
                 (m != original).then_some(m)
             },
         )
@@ -526,9 +543,11 @@ fn object(case: &Case) -> Value {
     object
 }
 
+const REVIEW_UID: &str = "3a1e2f4c-0000-4000-8000-000000000001";
+
 fn review(case: &Case, object: &Value) -> decode::Request {
     let body = Review::create(object.clone())
-        .uid("3a1e2f4c-0000-4000-8000-000000000001")
+        .uid(REVIEW_UID)
         .namespace(case.namespace)
         .name(case.name.unwrap_or_default().into())
         .dry_run(case.dry_run)
@@ -559,7 +578,7 @@ proptest! {
         let original = object(&case);
         let request = review(&case, &original);
         let location = normalized(case.location);
-        let name = case.name.map_or("restored-*".to_string(), str::to_string);
+        let name = case.name.map_or(format!("restored-*{REVIEW_UID}"), str::to_string);
         let taken = location.as_ref().is_some_and(|location| {
             gate.store().holders(location, now).into_iter().any(|holder| {
                 (holder.namespace.as_ref() != case.namespace || holder.name.as_ref() != name)

@@ -29,6 +29,8 @@ pub enum Reason {
     Unavailable,
     /// The location holds no Flink savepoint (location verification in `deny` mode).
     LocationRefused,
+    /// A DELETE of a location other Savepoints hold, refused by policy.
+    SharedLocation,
 }
 
 impl Reason {
@@ -46,6 +48,7 @@ impl Reason {
             Reason::DeploymentUnversioned => "deployment_unversioned",
             Reason::Unavailable => "unavailable",
             Reason::LocationRefused => "location_refused",
+            Reason::SharedLocation => "shared_location",
         }
     }
 }

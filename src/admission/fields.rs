@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::decode::ObjectView;
+use super::decode::{ObjectView, Request};
 use crate::domain::schema_rules::{DNS_SUBDOMAIN_MAX, IMMUTABLE_FIELDS, UUID_FIELDS};
 use crate::domain::{FormatType, Location, LocationRules, Origin, SavepointState, SnapshotType};
 use crate::resources::SPEC_VERSION_ANNOTATION;
@@ -61,16 +61,60 @@ fn render_value(value: &Value) -> String {
     crate::text::truncate(value.to_string(), MAX_RENDERED_VALUE)
 }
 
+const NAME_RULE: &str = "is not a valid name; expected a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters";
+const NAMESPACE_RULE: &str = "is not a valid namespace; expected a DNS label: lower-case letters, digits and '-', at most 63 characters";
+
+/// The names a review's envelope carries, which a caller posting reviews directly chooses
+/// freely: the API server only ever sends a valid namespace and name, so anything else is
+/// refused before it reaches a hold, a warning or a log.
+pub fn envelope_violations(request: &Request) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if !request.namespace.is_empty() && !is_dns_label(&request.namespace) {
+        out.push(Violation::new(
+            "request.namespace",
+            Some(&Value::String(request.namespace.clone())),
+            NAMESPACE_RULE,
+        ));
+    }
+    if !request.name.is_empty() && !is_dns_subdomain(&request.name) {
+        out.push(Violation::new(
+            "request.name",
+            Some(&Value::String(request.name.clone())),
+            NAME_RULE,
+        ));
+    }
+    out
+}
+
 /// Checks every field rule of the contract and returns all violations.
 pub fn validate_object(object: &ObjectView, rules: &LocationRules) -> Vec<Violation> {
     let mut out = Vec::new();
-    if let Some(name) = object.metadata.name.as_deref().filter(|n| !n.is_empty())
+    let metadata = &object.metadata;
+    if let Some(name) = metadata.name.as_deref().filter(|n| !n.is_empty())
         && !is_dns_subdomain(name)
     {
         out.push(Violation::new(
             "metadata.name",
             Some(&Value::String(name.to_string())),
-            "is not a valid name; expected a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters",
+            NAME_RULE,
+        ));
+    }
+    if let Some(prefix) = metadata.generate_name.as_deref().filter(|n| !n.is_empty())
+        && !is_name_prefix(prefix)
+    {
+        out.push(Violation::new(
+            "metadata.generateName",
+            Some(&Value::String(prefix.to_string())),
+            "is not a valid name prefix; expected a DNS subdomain that may end in '-', at most 253 characters",
+        ));
+    }
+    if let Some(namespace) = metadata.namespace.as_deref().filter(|n| !n.is_empty())
+        && !is_dns_label(namespace)
+    {
+        out.push(Violation::new(
+            "metadata.namespace",
+            Some(&Value::String(namespace.to_string())),
+            NAMESPACE_RULE,
         ));
     }
     if let Some(annotations) = &object.metadata.annotations
@@ -266,6 +310,22 @@ pub fn is_uuid(text: &str) -> bool {
             8 | 13 | 18 | 23 => b == b'-',
             _ => b.is_ascii_hexdigit(),
         })
+}
+
+/// A `generateName` prefix as the API server accepts one: a DNS subdomain once its last
+/// two characters, when it ends in `-`, read as `a`.
+pub fn is_name_prefix(text: &str) -> bool {
+    let cut = text.len().saturating_sub(2);
+    if text.len() > 1 && text.ends_with('-') && text.is_char_boundary(cut) {
+        text.len() <= DNS_SUBDOMAIN_MAX && is_dns_subdomain(&format!("{}a", &text[..cut]))
+    } else {
+        is_dns_subdomain(text)
+    }
+}
+
+/// A Kubernetes DNS-1123 label, the rule for namespace names.
+pub fn is_dns_label(text: &str) -> bool {
+    text.len() <= 63 && !text.contains('.') && is_dns_subdomain(text)
 }
 
 /// A Kubernetes DNS-1123 subdomain, the rule for custom resource names:

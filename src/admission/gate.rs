@@ -4,16 +4,17 @@
 //! once, to read the location's other holders and hold it tentatively in one step; so two
 //! concurrent creates of one location cannot both miss each other. `/validate` decides
 //! under the read lock and confirms the hold of an admitted CREATE, the last step before
-//! the object is stored. Dry runs change no state.
+//! the object is stored (for a `generateName` create, one tentative hold of its prefix
+//! becomes the hold of the generated name). Dry runs change no state.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::decode::Request;
 use super::fields::spec_str;
-use super::{Decision, Reason, mutate, request_name, request_namespace, validate};
+use super::{Decision, Reason, generated_prefix, holder_key, mutate, request_name, validate};
 use crate::domain::{NormalizedLocation, Operation, Policy};
-use crate::index::{HoldKind, ObjectKey, Store};
+use crate::index::{HoldKind, Index, ObjectKey, Store};
 
 /// The admissions of one webhook: its store and its policy.
 #[derive(Clone, Debug)]
@@ -62,19 +63,54 @@ impl Gate {
     /// run the confirmed hold of its location.
     pub fn admit_validate(&self, request: &Request, now: Instant) -> Decision {
         let index = self.store.read();
-        let decision = validate::validate(request, &*index, &self.policy);
-        if let Some((location, holder)) = self.hold_to_confirm(request, &decision) {
-            self.store
-                .hold(&index, &location, &holder, HoldKind::Confirmed, now);
+        let others = self.others_holding_stored(request, &index, now);
+        let decision = validate::validate(request, &*index, &self.policy, &others);
+        if let Some(location) = self.location_to_confirm(request, &decision) {
+            let holder = holder_key(request);
+            match generated_prefix(request).filter(|_| !request_name(request).is_empty()) {
+                Some(prefix) => self
+                    .store
+                    .confirm_generated(&index, &location, &holder, prefix, now),
+                None => self
+                    .store
+                    .hold(&index, &location, &holder, HoldKind::Confirmed, now),
+            }
         }
         decision
     }
 
-    fn hold_to_confirm(
+    /// For an UPDATE or DELETE, the other Savepoints (within the policy's scope) holding
+    /// the stored object's location.
+    fn others_holding_stored(
+        &self,
+        request: &Request,
+        index: &Index,
+        now: Instant,
+    ) -> Vec<ObjectKey> {
+        if !matches!(
+            request.operation,
+            Some(Operation::Update | Operation::Delete)
+        ) {
+            return Vec::new();
+        }
+        let Some(location) = request
+            .old_object
+            .as_ref()
+            .and_then(|old| spec_str(old, "savepointLocation"))
+            .and_then(|raw| NormalizedLocation::parse(raw, &self.policy.locations).ok())
+        else {
+            return Vec::new();
+        };
+        let holder = holder_key(request);
+        self.store
+            .claim(index, &location, &holder, self.policy.scope, None, now)
+    }
+
+    fn location_to_confirm(
         &self,
         request: &Request,
         decision: &Decision,
-    ) -> Option<(NormalizedLocation, ObjectKey)> {
+    ) -> Option<NormalizedLocation> {
         let admitted_create = decision.allowed
             && decision.reason == Reason::Allowed
             && request.operation == Some(Operation::Create)
@@ -83,8 +119,6 @@ impl Gate {
             return None;
         }
         let raw = spec_str(request.object.as_ref()?, "savepointLocation")?;
-        let location = NormalizedLocation::parse(raw, &self.policy.locations).ok()?;
-        let holder = ObjectKey::new(request_namespace(request), &request_name(request));
-        Some((location, holder))
+        NormalizedLocation::parse(raw, &self.policy.locations).ok()
     }
 }

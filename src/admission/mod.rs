@@ -20,6 +20,7 @@ use decode::{ObjectView, Request};
 
 use crate::domain::rules::{MetadataShape, SavepointView};
 use crate::domain::{Origin, SavepointState};
+use crate::index::ObjectKey;
 use crate::resources::{GROUP, SPEC_VERSION_ANNOTATION, VERSION};
 
 pub use decision::{Decision, Reason};
@@ -45,21 +46,43 @@ pub fn request_namespace(request: &Request) -> &str {
         .unwrap_or("default")
 }
 
-/// The name of the object under review; for `generateName` creates, the prefix and `*`.
-pub fn request_name(request: &Request) -> String {
+/// The name of the object under review: the request's, else the object's; empty for a
+/// `generateName` create whose name the API server has not chosen yet.
+pub fn request_name(request: &Request) -> &str {
     if !request.name.is_empty() {
-        return request.name.clone();
+        return &request.name;
     }
-    let meta = request.object.as_ref().map(|o| &o.metadata);
-    if let Some(name) = meta
-        .and_then(|m| m.name.as_deref())
-        .filter(|n| !n.is_empty())
-    {
-        return name.to_string();
-    }
-    match meta.and_then(|m| m.generate_name.as_deref()) {
-        Some(prefix) => format!("{prefix}*"),
-        None => String::new(),
+    request
+        .object
+        .as_ref()
+        .and_then(|o| o.metadata.name.as_deref())
+        .unwrap_or_default()
+}
+
+/// The `generateName` prefix of the object under review, when it has one.
+pub fn generated_prefix(request: &Request) -> Option<&str> {
+    request
+        .object
+        .as_ref()?
+        .metadata
+        .generate_name
+        .as_deref()
+        .filter(|prefix| !prefix.is_empty())
+}
+
+/// The key the Savepoint under review holds its location by: its namespace and name, or
+/// while its name is not chosen yet, a key of its own from the `generateName` prefix and
+/// the review's uid ([`ObjectKey::generated`]), so two such creates of one prefix are
+/// two holders.
+pub fn holder_key(request: &Request) -> ObjectKey {
+    let namespace = request_namespace(request);
+    match request_name(request) {
+        "" => ObjectKey::generated(
+            namespace,
+            generated_prefix(request).unwrap_or_default(),
+            &request.uid,
+        ),
+        name => ObjectKey::new(namespace, name),
     }
 }
 

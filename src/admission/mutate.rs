@@ -7,9 +7,9 @@
 use json_patch::Patch;
 
 use super::decode::Request;
-use super::fields::{render_violations, spec_str, validate_object};
+use super::fields::{envelope_violations, render_violations, spec_str, validate_object};
 use super::{
-    Decision, Reason, is_savepoint, request_name, request_namespace, savepoint_view, warnings,
+    Decision, Reason, holder_key, is_savepoint, request_namespace, savepoint_view, warnings,
 };
 use crate::domain::rules::{self, SavepointView};
 use crate::domain::{
@@ -26,7 +26,7 @@ pub struct Pending<'a> {
     deployment: &'a DeploymentFacts,
     /// The normalized location it holds.
     pub location: NormalizedLocation,
-    /// Its namespace and name (`prefix*` for `generateName` creates).
+    /// The key it holds the location by ([`holder_key`]).
     pub holder: ObjectKey,
 }
 
@@ -50,7 +50,8 @@ pub fn prepare<'a>(
             "request has no object to review",
         ));
     };
-    let violations = validate_object(object, &policy.locations);
+    let mut violations = envelope_violations(request);
+    violations.extend(validate_object(object, &policy.locations));
     if !violations.is_empty() {
         return Err(Decision::deny(
             Reason::Invalid,
@@ -71,7 +72,7 @@ pub fn prepare<'a>(
         view,
         deployment,
         location,
-        holder: ObjectKey::new(namespace, &request_name(request)),
+        holder: holder_key(request),
     })
 }
 

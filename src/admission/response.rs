@@ -5,6 +5,20 @@ use serde::Serialize;
 
 use super::Decision;
 use super::decode::REVIEW_API_VERSION;
+use crate::text::{printable, truncate};
+
+/// Most warnings one answer carries.
+pub const MAX_WARNINGS: usize = 8;
+/// Longest warning, in bytes; longer ones are cut.
+pub const MAX_WARNING_BYTES: usize = 1024;
+/// Longest denial message, in bytes; longer ones are cut.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `text` as an answer carries it: control characters escaped (kube-apiserver drops a
+/// warning that has any), then cut to `max` bytes.
+fn bounded(text: &str, max: usize) -> String {
+    truncate(printable(text).into_owned(), max)
+}
 
 /// An AdmissionReview carrying a response.
 #[derive(Clone, Debug, Serialize)]
@@ -51,7 +65,8 @@ pub struct ResponseStatus {
     pub reason: &'static str,
 }
 
-/// Renders `decision` for the request `uid`.
+/// Renders `decision` for the request `uid`, within [`MAX_WARNINGS`],
+/// [`MAX_WARNING_BYTES`] and [`MAX_MESSAGE_BYTES`].
 pub fn response(uid: &str, decision: &Decision) -> ReviewResponse {
     use super::Reason;
     let status = decision
@@ -66,7 +81,7 @@ pub fn response(uid: &str, decision: &Decision) -> ReviewResponse {
             };
             ResponseStatus {
                 code,
-                message: message.clone(),
+                message: bounded(message, MAX_MESSAGE_BYTES),
                 reason,
             }
         });
@@ -87,7 +102,12 @@ pub fn response(uid: &str, decision: &Decision) -> ReviewResponse {
             status,
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
-            warnings: decision.warnings.clone(),
+            warnings: decision
+                .warnings
+                .iter()
+                .take(MAX_WARNINGS)
+                .map(|warning| bounded(warning, MAX_WARNING_BYTES))
+                .collect(),
         },
     }
 }

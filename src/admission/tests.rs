@@ -84,7 +84,7 @@ fn mk_request(operation: &str, object: Value, old: Option<Value>) -> Request {
             "uid": "u-1",
             "kind": { "group": "appmanager.dataartisans.com", "version": "v1", "kind": "Savepoint" },
             "operation": operation,
-            "name": object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+            "name": object.pointer("/metadata/name").cloned().unwrap_or_else(|| "".into()),
             "namespace": "default",
             "object": object,
             "oldObject": old,
@@ -675,5 +675,173 @@ fn validate_confirms_the_hold_of_an_admitted_create() {
     assert_eq!(
         holder_count(&gate, location, now + Duration::from_secs(599)),
         1
+    );
+}
+
+/// A `generateName` create of the good spec: no name yet, only the prefix.
+fn generated_create(uid: &str) -> Request {
+    let mut object = mk_savepoint(good_spec());
+    let metadata = object["metadata"].as_object_mut().unwrap();
+    metadata.remove("name");
+    metadata.insert("generateName".into(), "restore-".into());
+    let mut request = mk_request("CREATE", object, None);
+    request.uid = uid.into();
+    request
+}
+
+#[test]
+fn concurrent_generate_name_creates_are_two_holders() {
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
+    let now = Instant::now();
+    let (first, second) = (generated_create("uid-a"), generated_create("uid-b"));
+    let decisions: Vec<Decision> = std::thread::scope(|scope| {
+        let a = scope.spawn(|| gate.admit_mutate(&first, now));
+        let b = scope.spawn(|| gate.admit_mutate(&second, now));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    let copied: Vec<&Decision> = decisions
+        .iter()
+        .filter(|d| d.warnings.iter().any(|w| w.contains("COPIED")))
+        .collect();
+    assert_eq!(copied.len(), 1, "exactly one keeps its origin");
+    assert!(
+        copied[0].warnings[0].contains("Savepoint default/restore-*"),
+        "{:?}",
+        copied[0].warnings
+    );
+    let location = "s3://flink-state/savepoints/savepoint-1a2b3c-0123456789ab";
+    assert_eq!(holder_count(&gate, location, now), 2);
+
+    let mut stored = generated_create("uid-c");
+    stored.name = "restore-x7k2p".into();
+    stored.object.as_mut().unwrap().metadata.name = Some("restore-x7k2p".into());
+    assert!(gate.admit_validate(&stored, now).allowed);
+    let holders = gate.store().holders(
+        &NormalizedLocation::parse(location, &LocationRules::default()).unwrap(),
+        now,
+    );
+    let names: Vec<String> = holders.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        holders.len(),
+        2,
+        "one tentative hold became the named one: {names:?}"
+    );
+    assert!(
+        names.contains(&"default/restore-x7k2p".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn names_the_api_server_would_refuse_are_refused_first() {
+    let huge = "a".repeat(700 * 1024);
+    let mut object = mk_savepoint(good_spec());
+    let metadata = object["metadata"].as_object_mut().unwrap();
+    metadata.remove("name");
+    metadata.insert("generateName".into(), huge.into());
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
+    let decision = gate.admit_mutate(&mk_request("CREATE", object, None), Instant::now());
+    assert_eq!(decision.reason, Reason::Invalid);
+    let message = decision.message.unwrap();
+    assert!(message.contains("metadata.generateName"), "{message}");
+    assert!(message.len() < 1024, "the value is not echoed whole");
+    assert_eq!(gate.store().sizes().provisional, 0);
+
+    let mut request = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    request.namespace = "team\nFORGED".into();
+    let decision = gate.admit_mutate(&request, Instant::now());
+    assert!(decision.message.unwrap().contains("request.namespace"));
+    request.namespace = "default".into();
+    request.name = "a\u{1b}[31m".into();
+    let decision = gate.admit_validate(&request, Instant::now());
+    assert!(decision.message.unwrap().contains("request.name"));
+}
+
+#[test]
+fn the_copied_warning_names_a_bounded_number_of_holders() {
+    let gate = mk_gate(mk_index(), Policy::default(), TTL);
+    let now = Instant::now();
+    for i in 0..300 {
+        let mut object = mk_savepoint(good_spec());
+        object["metadata"]["name"] = format!("{}-{i}", "h".repeat(240)).into();
+        gate.admit_mutate(&mk_request("CREATE", object, None), now);
+    }
+    let mut request = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    request.dry_run = Some(true);
+    let decision = gate.admit_mutate(&request, now);
+    let answer = serde_json::to_string(&response("u", &decision)).unwrap();
+    assert!(
+        answer.contains("by 300 Savepoints, among them default/hhh"),
+        "{answer}"
+    );
+    assert!(answer.len() < 8 * 1024, "{} bytes", answer.len());
+}
+
+#[test]
+fn update_rules_that_cannot_be_bypassed() {
+    let index = mk_index();
+    let policy = Policy::default();
+    let new = mk_savepoint(good_spec());
+    let decision = validate(&mk_request("UPDATE", new, None), &index, &policy);
+    assert!(!decision.allowed, "an UPDATE without oldObject is refused");
+    assert!(decision.message.unwrap().contains("no oldObject"));
+
+    let shared = json!({
+        "deploymentName": "top-speed-windowing",
+        "savepointLocation": "s3://flink-state/checkpoints/3f2a/chk-42",
+        "origin": "COPIED"
+    });
+    let old = mk_savepoint(shared.clone());
+    let mut retained = old.clone();
+    retained["spec"]["origin"] = "RETAINED_CHECKPOINT".into();
+    let decision = validate(
+        &mk_request("UPDATE", retained.clone(), Some(old.clone())),
+        &index,
+        &policy,
+    );
+    assert_eq!(decision.reason, Reason::Immutable);
+    let message = decision.message.unwrap();
+    assert!(
+        message.contains("spec.origin") && message.contains("default/retained-chk-42"),
+        "{message}"
+    );
+    let alone = Index::new(LocationRules::default());
+    assert!(
+        validate(&mk_request("UPDATE", retained, Some(old)), &alone, &policy).allowed,
+        "a location no one else holds may change origin"
+    );
+}
+
+#[test]
+fn delete_and_connect_pass_and_shared_deletes_warn_or_are_refused() {
+    let index = mk_index();
+    let stored = mk_savepoint(json!({
+        "deploymentName": "top-speed-windowing",
+        "savepointLocation": "s3://flink-state/checkpoints/3f2a/chk-42"
+    }));
+    let mut delete = mk_request("DELETE", Value::Null, Some(stored.clone()));
+    delete.name = "restore".into();
+    let decision = validate(&delete, &index, &Policy::default());
+    assert!(decision.allowed);
+    assert!(
+        decision.warnings[0].contains("default/retained-chk-42"),
+        "{:?}",
+        decision.warnings
+    );
+    let refusing = Policy {
+        shared_delete: crate::domain::SharedDelete::Deny,
+        ..Policy::default()
+    };
+    let decision = validate(&delete, &index, &refusing);
+    assert_eq!(decision.reason, Reason::SharedLocation);
+
+    let mut alone = mk_request("DELETE", Value::Null, Some(mk_savepoint(good_spec())));
+    alone.name = "restore".into();
+    let decision = validate(&alone, &index, &refusing);
+    assert!(decision.allowed && decision.warnings.is_empty());
+    let connect = mk_request("CONNECT", Value::Null, None);
+    assert_eq!(
+        validate(&connect, &index, &Policy::default()).reason,
+        Reason::OtherOperation
     );
 }

@@ -6,13 +6,49 @@ use crate::domain::{DeploymentFacts, NormalizedLocation, Origin, Policy};
 use crate::index::ObjectKey;
 use crate::resources::{SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
 
+/// Most other holders a message names; the rest are counted.
+pub const MAX_NAMED_HOLDERS: usize = 5;
+
+/// `others` as a message names them, count first so that a cut message keeps it:
+/// `Savepoint a/x`, `Savepoints a/x, a/y`, or past [`MAX_NAMED_HOLDERS`]
+/// `300 Savepoints, among them a/x, ...`.
+pub fn holder_list(others: &[ObjectKey]) -> String {
+    let names = others
+        .iter()
+        .take(MAX_NAMED_HOLDERS)
+        .map(ObjectKey::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match others.len() {
+        1 => format!("Savepoint {names}"),
+        n if n <= MAX_NAMED_HOLDERS => format!("Savepoints {names}"),
+        n => format!("{n} Savepoints, among them {names}"),
+    }
+}
+
 /// The origin was changed to COPIED because `others` already hold `location`.
 pub fn copied(location: &NormalizedLocation, was: Option<Origin>, others: &[ObjectKey]) -> String {
     let was = was.map_or("unset", Origin::as_str);
-    let others: Vec<String> = others.iter().map(ObjectKey::to_string).collect();
     format!(
-        "spec.origin set to COPIED (was {was}): location {location} is already referenced by Savepoint {}",
-        others.join(", ")
+        "spec.origin set to COPIED (was {was}): location {location} is already referenced by {}",
+        holder_list(others)
+    )
+}
+
+/// An UPDATE would take `COPIED` off a Savepoint whose location `others` hold.
+pub fn copied_kept(origin: Option<&str>, others: &[ObjectKey]) -> String {
+    let origin = origin.map_or_else(|| "removed".to_string(), |o| format!("{o:?}"));
+    format!(
+        "spec.origin: is COPIED and cannot become {origin} while {} also references its location; COPIED marks a snapshot that another Savepoint also owns",
+        holder_list(others)
+    )
+}
+
+/// A DELETE of Savepoint `name` while `others` hold its location.
+pub fn shared_delete(name: &str, others: &[ObjectKey]) -> String {
+    format!(
+        "Savepoint {name:?} shares its location with {}; if the platform deletes the snapshot's files with it, those Savepoints can no longer be restored",
+        holder_list(others)
     )
 }
 

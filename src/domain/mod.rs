@@ -16,5 +16,5 @@ pub mod schema_rules;
 
 pub use deployment::{DeploymentFacts, DeploymentLookup, ReferenceProblem, RestoreKind};
 pub use location::{Location, LocationError, LocationRules, NormalizedLocation};
-pub use policy::{Policy, ReferenceScope};
+pub use policy::{Policy, ReferenceScope, SharedDelete};
 pub use savepoint::{FormatType, Operation, Origin, SavepointState, SnapshotType};

@@ -19,6 +19,17 @@ impl ReferenceScope {
     }
 }
 
+/// What a DELETE of a Savepoint gets while other Savepoints hold its location (a platform
+/// that disposes a snapshot's files on delete would break those copies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SharedDelete {
+    /// Allowed, with a warning naming the other holders.
+    #[default]
+    Warn,
+    /// Refused, naming the other holders.
+    Deny,
+}
+
 /// Settings of the decisions.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
@@ -29,4 +40,6 @@ pub struct Policy {
     /// Universal Blob Storage is configured on the platform, so a Deployment without a
     /// savepoint directory is fine.
     pub universal_blob_storage: bool,
+    /// DELETE of a Savepoint whose location others hold.
+    pub shared_delete: SharedDelete,
 }

@@ -1,8 +1,8 @@
 #!/bin/sh
 # Writes a new CA and serving certificate for the Service
 # savepoint-webhook.savepoint-webhook into certs/ next to this script, and
-# certs/ca-bundle.yaml, the JSON patch that puts the CA into both webhook
-# configurations' caBundle. Then apply the overlay:
+# certs/ca-bundle.yaml, the JSON patch that puts the CA into every webhook
+# configuration's caBundle. Then apply the overlay:
 #
 #   deploy/overlays/self-managed/generate-certs.sh [--validity 8760h]
 #   kubectl apply -k deploy/overlays/self-managed
