@@ -2,12 +2,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::domain::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
-use crate::domain::{Policy, ReferenceScope, SharedDelete};
+use crate::domain::{Policy, ReferenceScope, SharedDelete, TenantLocations};
 use crate::duration::parse_duration;
 use crate::index::HoldLimits;
 
@@ -71,24 +73,47 @@ pub struct PolicyArgs {
     /// naming them, or refused.
     #[arg(long, value_enum, default_value_t = SharedDelete::Warn)]
     pub shared_location_delete: SharedDelete,
+    /// YAML map of namespace to the location prefixes its Savepoints may use ("*": every
+    /// namespace not listed); a namespace with no entry may use none. Unset: any location.
+    #[arg(long, value_name = "FILE")]
+    pub tenant_locations: Option<PathBuf>,
 }
 
 impl PolicyArgs {
-    /// The decision policy these flags describe.
-    pub fn policy(&self) -> Policy {
-        Policy {
-            locations: LocationRules {
-                schemes: self
-                    .schemes
-                    .iter()
-                    .map(|s| s.to_ascii_lowercase())
-                    .collect(),
-                max_len: self.max_location_length,
-            },
+    /// The location rules these flags describe.
+    pub fn location_rules(&self) -> LocationRules {
+        LocationRules {
+            schemes: self
+                .schemes
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            max_len: self.max_location_length,
+        }
+    }
+
+    /// The decision policy these flags describe; reads --tenant-locations.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let locations = self.location_rules();
+        let tenant_locations = match &self.tenant_locations {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read --tenant-locations {}", path.display())
+                })?;
+                let parsed = TenantLocations::parse(&text, &locations).map_err(|err| {
+                    anyhow::anyhow!("--tenant-locations {}: {err}", path.display())
+                })?;
+                Some(Arc::new(parsed))
+            }
+        };
+        Ok(Policy {
+            locations,
             scope: self.scope,
             universal_blob_storage: self.universal_blob_storage,
             shared_delete: self.shared_location_delete,
-        }
+            tenant_locations,
+        })
     }
 }
 

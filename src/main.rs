@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         },
         Command::Crds(args) => {
             let crds = if args.cel {
-                savepoint_webhook::resources::crds_with_cel(&args.policy.policy().locations)
+                savepoint_webhook::resources::crds_with_cel(&args.policy.location_rules())
             } else {
                 savepoint_webhook::resources::crds()
             };

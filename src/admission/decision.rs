@@ -31,6 +31,8 @@ pub enum Reason {
     LocationRefused,
     /// A DELETE of a location other Savepoints hold, refused by policy.
     SharedLocation,
+    /// A location outside the prefixes the namespace may use.
+    LocationNotAllowed,
 }
 
 impl Reason {
@@ -49,6 +51,7 @@ impl Reason {
             Reason::Unavailable => "unavailable",
             Reason::LocationRefused => "location_refused",
             Reason::SharedLocation => "shared_location",
+            Reason::LocationNotAllowed => "location_not_allowed",
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn prepare<'a>(
         &policy.locations,
     )
     .map_err(|err| Decision::deny(Reason::Invalid, format!("spec.savepointLocation: {err}")))?;
+    check_tenant_location(policy, namespace, &location)?;
     Ok(Pending {
         request,
         view,
@@ -74,6 +75,23 @@ pub fn prepare<'a>(
         location,
         holder: holder_key(request),
     })
+}
+
+/// Refuses a location outside the prefixes the policy gives `namespace`.
+pub fn check_tenant_location(
+    policy: &Policy,
+    namespace: &str,
+    location: &NormalizedLocation,
+) -> Result<(), Decision> {
+    match &policy.tenant_locations {
+        Some(tenants) => tenants.check(namespace, location).map_err(|why| {
+            Decision::deny(
+                Reason::LocationNotAllowed,
+                format!("spec.savepointLocation: {why}"),
+            )
+        }),
+        None => Ok(()),
+    }
 }
 
 impl Pending<'_> {

@@ -845,3 +845,34 @@ fn delete_and_connect_pass_and_shared_deletes_warn_or_are_refused() {
         Reason::OtherOperation
     );
 }
+
+#[test]
+fn a_namespace_may_use_only_its_own_locations() {
+    let tenants = crate::domain::TenantLocations::parse(
+        "default: [s3://flink-state/savepoints]",
+        &LocationRules::default(),
+    )
+    .unwrap();
+    let policy = Policy {
+        tenant_locations: Some(Arc::new(tenants)),
+        ..Policy::default()
+    };
+    let own = mk_request("CREATE", mk_savepoint(good_spec()), None);
+    assert!(mutate(&own, &mk_index(), &policy, Instant::now()).allowed);
+    assert!(validate(&own, &mk_index(), &policy).allowed);
+    let mut spec = good_spec();
+    spec["savepointLocation"] = "s3://flink-state/savepoints-of-team-b/sp-1".into();
+    let theirs = mk_request("CREATE", mk_savepoint(spec), None);
+    for decision in [
+        mutate(&theirs, &mk_index(), &policy, Instant::now()),
+        validate(&theirs, &mk_index(), &policy),
+    ] {
+        assert_eq!(decision.reason, Reason::LocationNotAllowed);
+        let message = decision.message.unwrap();
+        assert!(
+            message.contains("spec.savepointLocation")
+                && message.contains("s3://flink-state/savepoints/..."),
+            "{message}"
+        );
+    }
+}

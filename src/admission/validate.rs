@@ -7,8 +7,11 @@ use super::decode::Request;
 use super::fields::{
     envelope_violations, immutable_changes, render_violations, spec_str, validate_object,
 };
+use super::mutate::check_tenant_location;
 use super::{Decision, Reason, is_savepoint, request_namespace, warnings};
-use crate::domain::{DeploymentLookup, Operation, Origin, Policy, SharedDelete, deployment};
+use crate::domain::{
+    DeploymentLookup, NormalizedLocation, Operation, Origin, Policy, SharedDelete, deployment,
+};
 use crate::index::ObjectKey;
 
 /// Decides a `/validate` request against the Deployments of `lookup`; `others` are the
@@ -56,6 +59,13 @@ pub fn validate(
     }
     if !violations.is_empty() {
         return Decision::deny(Reason::Invalid, render_violations(&violations));
+    }
+    if request.operation == Some(Operation::Create)
+        && let Some(raw) = spec_str(object, "savepointLocation")
+        && let Ok(location) = NormalizedLocation::parse(raw, &policy.locations)
+        && let Err(refusal) = check_tenant_location(policy, request_namespace(request), &location)
+    {
+        return refusal;
     }
     if request.operation == Some(Operation::Create)
         && let Err(problem) = deployment::resolve(

@@ -106,7 +106,7 @@ fn print_table(plan: &Plan) {
 
 /// Runs `audit`; `Ok(true)` when nothing was found.
 pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
-    let policy = args.policy.policy();
+    let policy = args.policy.policy()?;
     let mut index = Index::new(policy.locations.clone());
     let mut records = match &args.state {
         Some(dir) => from_dir(dir, &mut index)?,

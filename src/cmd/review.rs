@@ -151,7 +151,7 @@ fn verify_location(
 
 /// Runs `review` and prints the response.
 pub fn run(args: &ReviewArgs) -> anyhow::Result<Outcome> {
-    let policy = args.policy.policy();
+    let policy = args.policy.policy()?;
     let mut index = Index::new(policy.locations.clone());
     if let Some(dir) = &args.state {
         load_dir(dir, &mut index)?;

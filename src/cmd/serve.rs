@@ -72,7 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let certificate = ReloadingCert::new(files.load()?);
     let tls = server_config(certificate.clone(), args.client_ca.as_deref())?;
 
-    let policy = Arc::new(args.policy.policy());
+    let policy = Arc::new(args.policy.policy()?);
     let readiness = Arc::new(Readiness::default());
     let mut index = Index::new(policy.locations.clone());
     if let Some(state_dir) = &args.state {

@@ -1,6 +1,9 @@
 //! The settings decisions are taken under: [`Policy`] and its [`ReferenceScope`].
 
+use std::sync::Arc;
+
 use super::location::LocationRules;
+use super::tenancy::TenantLocations;
 
 /// Which other Savepoints make a location "already referenced".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -42,4 +45,6 @@ pub struct Policy {
     pub universal_blob_storage: bool,
     /// DELETE of a Savepoint whose location others hold.
     pub shared_delete: SharedDelete,
+    /// Which locations each namespace may use; `None`: any.
+    pub tenant_locations: Option<Arc<TenantLocations>>,
 }
