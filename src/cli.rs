@@ -154,6 +154,13 @@ pub struct ServeArgs {
     /// How long a just-admitted location counts as referenced before the watch confirms it.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub provisional_ttl: Duration,
+    /// Admit a Savepoint create only when its user may update the Deployment it restores
+    /// (a SubjectAccessReview to the API server; needs create on subjectaccessreviews).
+    #[arg(long)]
+    pub authorize_restores: bool,
+    /// How long an --authorize-restores answer is reused for the same user and Deployment.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub authorization_cache_ttl: Duration,
     /// Most provisional holds kept; past it the oldest unconfirmed ones are dropped first.
     #[arg(long, default_value_t = HoldLimits::default().max_holds)]
     pub max_holds: usize,

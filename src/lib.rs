@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod authorize;
 pub mod certs;
 pub mod cli;
 pub mod cmd;

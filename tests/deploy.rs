@@ -836,6 +836,7 @@ mod e2e {
             &["update", lease, "-n", NAMESPACE],
             &["patch", lease, "-n", NAMESPACE],
             &["create", "leases.coordination.k8s.io", "-n", NAMESPACE],
+            &["create", "subjectaccessreviews.authorization.k8s.io"],
         ];
         let denied: &[&[&str]] = &[
             &["create", savepoints, "-n", "default"],

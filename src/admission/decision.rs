@@ -33,6 +33,8 @@ pub enum Reason {
     SharedLocation,
     /// A location outside the prefixes the namespace may use.
     LocationNotAllowed,
+    /// The user may not update the Deployment the Savepoint restores.
+    RestoreNotAuthorized,
 }
 
 impl Reason {
@@ -52,6 +54,7 @@ impl Reason {
             Reason::LocationRefused => "location_refused",
             Reason::SharedLocation => "shared_location",
             Reason::LocationNotAllowed => "location_not_allowed",
+            Reason::RestoreNotAuthorized => "restore_not_authorized",
         }
     }
 }

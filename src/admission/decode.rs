@@ -90,6 +90,26 @@ pub struct Request {
     /// Server-side dry run: decide, but change no state.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Who sent the request, as the API server authenticated them.
+    #[serde(default)]
+    pub user_info: UserInfo,
+}
+
+/// The authenticated user of a request (`authentication.k8s.io/v1` `UserInfo`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+pub struct UserInfo {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// User uid.
+    #[serde(default)]
+    pub uid: String,
+    /// Groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Extra attributes from the authenticator.
+    #[serde(default)]
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 /// Group, version and kind of the object under review.

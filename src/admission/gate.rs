@@ -79,6 +79,15 @@ impl Gate {
         decision
     }
 
+    /// Ends the hold `/validate` took for `request` when a later check (location
+    /// verification, authorization) refused the create after the gate admitted it.
+    pub fn withdraw(&self, request: &Request) {
+        let admitted = Decision::allow(Reason::Allowed);
+        if let Some(location) = self.location_to_confirm(request, &admitted) {
+            self.store.release(&location, &holder_key(request));
+        }
+    }
+
     /// For an UPDATE or DELETE, the other Savepoints (within the policy's scope) holding
     /// the stored object's location.
     fn others_holding_stored(

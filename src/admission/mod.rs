@@ -86,6 +86,29 @@ pub fn holder_key(request: &Request) -> ObjectKey {
     }
 }
 
+/// The Deployment a Savepoint CREATE restores, as namespace and name: the object whose
+/// `update` a requesting user must be allowed when `--authorize-restores` is on. Resolved
+/// through `lookup` when only `deploymentId` is given; `None` when the request is no
+/// Savepoint CREATE or names no Deployment that exists (the decision refuses those).
+pub fn restore_target(
+    request: &Request,
+    lookup: &impl crate::domain::DeploymentLookup,
+) -> Option<(String, String)> {
+    if !is_savepoint(request) || request.operation != Some(crate::domain::Operation::Create) {
+        return None;
+    }
+    let object = request.object.as_ref()?;
+    let namespace = request_namespace(request);
+    let facts = crate::domain::deployment::resolve(
+        lookup,
+        namespace,
+        fields::spec_str(object, "deploymentName"),
+        fields::spec_str(object, "deploymentId"),
+    )
+    .ok()?;
+    Some((namespace.to_string(), facts.name.clone()))
+}
+
 /// What the rules read of an object under review that passed the field rules.
 pub fn savepoint_view(object: &ObjectView) -> SavepointView<'_> {
     let metadata = &object.metadata;

@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::admission::Gate;
+use crate::authorize::Authorizer;
 use crate::certs::{CertRequest, generate};
 use crate::cli::ServeArgs;
 use crate::domain::Policy;
@@ -100,6 +101,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut tasks = Supervisor::default();
     let mut elector = None;
+    let mut authorizer = None;
+    if args.authorize_restores && args.state.is_some() {
+        anyhow::bail!("--authorize-restores asks the API server and cannot be used with --state");
+    }
     if args.state.is_none() {
         let client = kube::Client::try_default()
             .await
@@ -117,6 +122,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             &mut registry,
             &mut tasks,
         );
+        if args.authorize_restores {
+            tracing::info!(cache_ttl = ?args.authorization_cache_ttl, "authorizing restores: a Savepoint's creator must be allowed to update its Deployment");
+            authorizer = Some(Arc::new(Authorizer::new(
+                client.clone(),
+                args.authorization_cache_ttl,
+            )));
+        }
         tasks.spawn("watch", cluster::run(client, sinks, args.page_size));
     }
     let limits = Limits {
@@ -129,13 +141,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.drain_timeout,
         ..Limits::default()
     };
-    let app = App::new(
+    let mut app = App::new(
         Gate::new(store.clone(), policy),
         readiness.clone(),
         limits.clone(),
         verifier,
         registry,
     );
+    if let Some(authorizer) = authorizer {
+        app = app.with_authorizer(authorizer);
+    }
 
     tasks.spawn(
         "certificate-reload",

@@ -137,6 +137,11 @@ impl Store {
         }
     }
 
+    /// Ends `holder`'s provisional hold of `location`.
+    pub fn release(&self, location: &NormalizedLocation, holder: &ObjectKey) {
+        self.ledger().release(location, holder);
+    }
+
     /// Every Savepoint holding `location` at `now`, stored or provisional.
     pub fn holders(&self, location: &NormalizedLocation, now: Instant) -> Vec<ObjectKey> {
         let index = self.read();

@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Decision, Gate, Reason, decode};
+use crate::authorize::{self, Authorizer};
 use crate::index::metrics::IndexCollector;
 use crate::readiness::Readiness;
 use metrics::{DecisionLabels, Metrics, RequestLabels, RouteLabels};
@@ -91,6 +92,9 @@ pub struct App {
     pub limits: Limits,
     /// Location verification of Savepoint creates in `/validate`; `None` when it is off.
     pub verifier: Option<crate::verify::Verifier>,
+    /// The check that a Savepoint's creator may update its Deployment, in `/validate`;
+    /// `None` when it is off.
+    pub authorizer: Option<Arc<Authorizer>>,
 }
 
 impl App {
@@ -112,7 +116,14 @@ impl App {
             registry: Arc::new(registry),
             limits,
             verifier,
+            authorizer: None,
         }
+    }
+
+    /// The app with restores authorized by `authorizer` (see [`crate::authorize`]).
+    pub fn with_authorizer(mut self, authorizer: Arc<Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
     }
 }
 
@@ -311,11 +322,37 @@ async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
         }
         _ => None,
     };
-    let decision = decide(app, endpoint, &request);
+    let authorized = match (&app.authorizer, endpoint) {
+        (Some(authorizer), Endpoint::Validate) => {
+            let target = admission::restore_target(&request, &*app.gate.store().read());
+            match target {
+                Some((namespace, deployment)) => {
+                    let remaining = budget.saturating_sub(started.elapsed());
+                    let verdict = authorizer
+                        .check(&request.user_info, &namespace, &deployment, remaining / 2)
+                        .await;
+                    Some((verdict, namespace, deployment))
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let admitted = decide(app, endpoint, &request);
+    let gate_allowed = admitted.allowed;
     let decision = match &app.verifier {
-        Some(verifier) => verifier.judge(decision, checked.as_ref()),
+        Some(verifier) => verifier.judge(admitted, checked.as_ref()),
+        None => admitted,
+    };
+    let decision = match &authorized {
+        Some((verdict, namespace, deployment)) => {
+            authorize::judge(decision, verdict, &request.user_info, namespace, deployment)
+        }
         None => decision,
     };
+    if gate_allowed && !decision.allowed {
+        app.gate.withdraw(&request);
+    }
     app.metrics
         .decisions
         .get_or_create(&DecisionLabels {

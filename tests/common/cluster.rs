@@ -334,9 +334,43 @@ impl Cluster {
         .await
     }
 
+    /// Creates a Savepoint as `user` in exactly `groups` (the admin impersonates them), so
+    /// that RBAC decides as for that user alone.
+    pub async fn create_savepoint_as_member(
+        &self,
+        user: &str,
+        groups: &[&str],
+        manifest: &Value,
+    ) -> Reply {
+        let namespace = manifest["metadata"]["namespace"]
+            .as_str()
+            .expect("the manifest names its namespace");
+        self.request_impersonating(
+            Some((user, groups)),
+            reqwest::Method::POST,
+            &savepoints_path(namespace),
+            "application/json",
+            Some(manifest),
+        )
+        .await
+    }
+
     async fn request_as(
         &self,
         user: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let identity = user.map(|user| (user, &["system:masters"][..]));
+        self.request_impersonating(identity, method, path, content_type, body)
+            .await
+    }
+
+    async fn request_impersonating(
+        &self,
+        identity: Option<(&str, &[&str])>,
         method: reqwest::Method,
         path: &str,
         content_type: &str,
@@ -347,10 +381,11 @@ impl Cluster {
             .request(method.clone(), format!("{}{path}", self.server))
             .bearer_auth(&self.token)
             .header("Accept", "application/json");
-        if let Some(user) = user {
-            request = request
-                .header("Impersonate-User", user)
-                .header("Impersonate-Group", "system:masters");
+        if let Some((user, groups)) = identity {
+            request = request.header("Impersonate-User", user);
+            for group in groups {
+                request = request.header("Impersonate-Group", *group);
+            }
         }
         if let Some(body) = body {
             request = request
