@@ -174,6 +174,23 @@ impl Server {
         (client, tokio::spawn(connection))
     }
 
+    /// An HTTP/2 connection whose peer never lets the server send DATA: a zero initial
+    /// stream window (SETTINGS_INITIAL_WINDOW_SIZE 0) and never a WINDOW_UPDATE.
+    async fn h2_never_reading(
+        &self,
+    ) -> (
+        h2::client::SendRequest<Bytes>,
+        tokio::task::JoinHandle<Result<(), h2::Error>>,
+    ) {
+        let tls = self.tls(&[b"h2"]).await;
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake(tls)
+            .await
+            .unwrap();
+        (client, tokio::spawn(connection))
+    }
+
     async fn stop(self) {
         self.inner.stop().await;
     }
@@ -849,6 +866,71 @@ async fn rapid_http2_stream_resets_do_not_stop_the_server() {
     drop(driver);
     server.assert_serving().await;
     Arc::into_inner(server).unwrap().stop().await;
+}
+
+/// Posts `body` and waits for the stream to end without ever releasing flow-control
+/// capacity: the answer's DATA can never arrive, so only a reset (or the connection's
+/// end) finishes it. The error it ended with, or the bytes it got.
+async fn h2_post_never_read(
+    client: &h2::client::SendRequest<Bytes>,
+    body: Vec<u8>,
+) -> Result<usize, h2::Error> {
+    let mut client = client.clone().ready().await?;
+    let (response, mut stream) = client.send_request(h2_request("/mutate"), false)?;
+    stream.send_data(Bytes::from(body), true)?;
+    let mut body = response.await?.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        got += chunk?.len();
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn http2_answers_a_peer_never_reads_are_reset_by_the_stream_deadline() {
+    // Two connections of 128 streams each, whose peer keeps a zero window, post reviews
+    // with a 256 KiB uid that the answer echoes. A stream whose answer would go beyond
+    // `max_unsent_bytes` on its connection is reset at once; the others are reset when
+    // still open `request_timeout + send_timeout` after they began. Either way no answer
+    // pins memory past that bound.
+    let limits = Limits {
+        request_timeout: Duration::from_secs(2),
+        send_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let bound = limits.request_timeout + limits.send_timeout + PROMPTLY;
+    let server = Server::start(limits).await;
+    let body = Review::create(savepoint("s3://savepoints/hostile"))
+        .uid("u".repeat(256 * 1024))
+        .bytes();
+    let mut connections = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let (client, driver) = server.h2_never_reading().await;
+        for _ in 0..128 {
+            let client = client.clone();
+            let body = body.clone();
+            streams.push(tokio::spawn(async move {
+                h2_post_never_read(&client, body).await
+            }));
+        }
+        connections.push((client, driver));
+    }
+    let ended = tokio::time::timeout(bound, futures::future::join_all(streams))
+        .await
+        .expect("streams whose answer cannot be sent were still open");
+    for outcome in ended {
+        match outcome.unwrap() {
+            Err(err) => assert!(
+                err.is_reset() || err.is_go_away() || err.is_io(),
+                "a stream ended with {err:?}"
+            ),
+            Ok(got) => panic!("a peer with a zero window got a {got}-byte answer"),
+        }
+    }
+    drop(connections);
+    server.assert_serving().await;
+    server.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------

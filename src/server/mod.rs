@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto::Builder;
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
@@ -55,6 +55,15 @@ pub struct Limits {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Time an HTTP/2 answer gets to reach the peer after its handler finished: a stream
+    /// still open `request_timeout + send_timeout` after its headers arrived is reset and
+    /// its buffers freed (a peer keeping a zero flow-control window pins no memory).
+    pub send_timeout: Duration,
+    /// Bytes of answers one connection may hold while waiting to send them; a stream whose
+    /// answer would go beyond it is reset at once (an answer alone always passes).
+    pub max_unsent_bytes: usize,
+    /// Bytes h2 buffers for one HTTP/2 stream beyond what the peer's window lets out.
+    pub max_send_buf_bytes: usize,
     /// Time in-flight requests get to finish at shutdown.
     pub drain_timeout: Duration,
 }
@@ -71,8 +80,18 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_concurrent_streams: 128,
+            send_timeout: Duration::from_secs(10),
+            max_unsent_bytes: 2 * 1024 * 1024,
+            max_send_buf_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(20),
         }
+    }
+}
+
+impl Limits {
+    /// How long an HTTP/2 stream may stay open before it is reset.
+    fn stream_deadline(&self) -> Duration {
+        self.request_timeout.saturating_add(self.send_timeout)
     }
 }
 
@@ -364,7 +383,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(connection::StreamExecutor {
+        deadline: limits.stream_deadline(),
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -376,6 +397,7 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_concurrent_streams as usize)
         .max_header_list_size(64 * 1024)
+        .max_send_buf_size(limits.max_send_buf_bytes)
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(limits.keep_alive_timeout);
     let shared = Arc::new(connection::Shared {
