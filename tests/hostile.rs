@@ -1019,6 +1019,77 @@ async fn idle_connections_cannot_lock_out_new_clients() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn quiet_clients_give_up_the_idlest_slot_to_a_newcomer() {
+    // Every slot is taken by HTTP/2 clients that made one request and went quiet, and the
+    // idle timeout is far off: only closing the idlest connection can admit a newcomer.
+    // The connection idle the longest has a request in flight, so another one goes.
+    let limits = Limits {
+        max_connections: 8,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = Server::start(limits.clone()).await;
+    let body = fixture("savepoint-create.json");
+    let tls = server.tls(&[b"h2"]).await;
+    tls.get_ref().0.set_nodelay(true).unwrap();
+    let (busy, mut connection) = h2::client::handshake(tls).await.unwrap();
+    let mut ping = connection.ping_pong().unwrap();
+    let _busy_driver = tokio::spawn(connection);
+    assert_eq!(
+        h2_post(&busy, "/mutate", body.clone()).await.unwrap().0,
+        200
+    );
+    let mut ready = busy.clone().ready().await.unwrap();
+    let (in_flight, mut upload) = ready.send_request(h2_request("/mutate"), false).unwrap();
+    // The PING is answered after the server read the HEADERS before it: the request is in
+    // flight.
+    ping.ping(h2::Ping::opaque()).await.unwrap();
+    let mut quiet = Vec::new();
+    for _ in 1..limits.max_connections {
+        let (client, driver) = server.h2().await;
+        assert_eq!(
+            h2_post(&client, "/mutate", body.clone()).await.unwrap().0,
+            200
+        );
+        quiet.push((client, driver));
+    }
+
+    let started = Instant::now();
+    server.assert_serving().await;
+    assert!(started.elapsed() < limits.idle_timeout / 4);
+    let (_, idlest) = quiet.remove(0);
+    let _ended = tokio::time::timeout(PROMPTLY, idlest)
+        .await
+        .expect("the idlest quiet connection was not closed")
+        .unwrap();
+    for (_, driver) in &quiet {
+        assert!(
+            !driver.is_finished(),
+            "a quiet connection beyond the idlest was closed"
+        );
+    }
+
+    upload.send_data(Bytes::from(body), true).unwrap();
+    let response = tokio::time::timeout(PROMPTLY, in_flight)
+        .await
+        .expect("the request in flight was not answered")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut answer = response.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = answer.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    let review: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(review["response"]["uid"], CREATE_UID, "{review}");
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    drop(quiet);
+    server.assert_serving().await;
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Mutual TLS
 

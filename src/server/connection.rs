@@ -24,12 +24,18 @@
 //! is reset at once (RST_STREAM INTERNAL_ERROR). What an answer leaves in h2's own send
 //! buffer is bounded per stream by `max_send_buf_bytes` and per connection by
 //! `max_concurrent_streams` of them.
+//!
+//! When every slot is taken, a newcomer does not wait for a deadline: the [`Registry`]
+//! of live connections closes the one idle the longest (GOAWAY, or HTTP/1.1 close; it has
+//! `header_timeout` to finish closing, as above); a connection with a request in flight
+//! is never chosen, nor one still in its TLS handshake (`handshake_timeout` bounds those).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -39,14 +45,15 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::Limits;
 
-/// What the connection's requests are doing, shared by its service and its supervisor.
+/// What the connection's requests are doing, shared by its service, its supervisor and
+/// the [`Registry`].
 struct Activity {
     /// When the TLS handshake finished.
     start: Instant,
@@ -199,6 +206,71 @@ where
     }
 }
 
+/// The connections past their TLS handshake, so that a newcomer finding every slot
+/// taken can close the one idle the longest.
+#[derive(Default)]
+pub(super) struct Registry {
+    live: Mutex<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    next: u64,
+    connections: HashMap<u64, Entry>,
+}
+
+struct Entry {
+    activity: Arc<Activity>,
+    close: Arc<Notify>,
+}
+
+/// A connection's place in the [`Registry`], left when dropped.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Registry {
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn register(self: &Arc<Self>, activity: Arc<Activity>, close: Arc<Notify>) -> Registered {
+        let mut live = self.live();
+        let id = live.next;
+        live.next += 1;
+        live.connections.insert(id, Entry { activity, close });
+        Registered {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// Asks the connection idle the longest (no request in flight) to close, and forgets
+    /// it so that it is not chosen twice; false when every connection has one in flight.
+    pub(super) fn close_idlest(&self) -> bool {
+        let mut live = self.live();
+        let idlest = live
+            .connections
+            .iter()
+            .filter_map(|(id, entry)| entry.activity.idle_since().map(|since| (since, *id)))
+            .min();
+        match idlest.and_then(|(_, id)| live.connections.remove(&id)) {
+            Some(entry) => {
+                entry.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.live().connections.remove(&self.id);
+    }
+}
+
 /// What every connection task shares.
 pub(super) struct Shared {
     /// TLS for the port.
@@ -209,19 +281,22 @@ pub(super) struct Shared {
     pub router: Router,
     /// The deadlines.
     pub limits: Limits,
+    /// The live connections.
+    pub registry: Arc<Registry>,
 }
 
 /// How a connection that was asked to close is dropped at its deadline.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Closing {
-    /// Idle too long: a request that arrived meanwhile still gets the stream deadline.
+    /// Idle too long, or closed for a newcomer: a request that arrived meanwhile still
+    /// gets the stream deadline.
     Idle,
     /// Shutdown, or that stream deadline: dropped.
     Final,
 }
 
 /// Serves one accepted TCP connection until the client closes it, a deadline above
-/// passes, or `drain` signals shutdown (then
+/// passes, the [`Registry`] closes it for a newcomer, or `drain` signals shutdown (then
 /// in-flight requests get `drain_timeout`); holds its slot of `max_connections`
 /// (`_permit`) until then.
 pub(super) async fn serve_connection(
@@ -249,6 +324,9 @@ pub(super) async fn serve_connection(
         _ = drain.changed() => return,
     };
     let activity = Activity::new();
+    let close = Arc::new(Notify::new());
+    // Left as soon as the connection is asked to close, so that no newcomer waits on it.
+    let mut registered = Some(shared.registry.register(activity.clone(), close.clone()));
     let service = {
         let activity = activity.clone();
         let shared = shared.clone();
@@ -294,8 +372,14 @@ pub(super) async fn serve_connection(
                 return;
             }
             _ = drain.changed(), if closing.is_none() => {
+                drop(registered.take());
                 connection.as_mut().graceful_shutdown();
                 closing = Some((Closing::Final, Instant::now() + limits.drain_timeout));
+            }
+            () = close.notified(), if closing.is_none() => {
+                tracing::debug!(%peer, "closing the idlest connection for a newcomer");
+                connection.as_mut().graceful_shutdown();
+                closing = Some((Closing::Idle, Instant::now() + limits.header_timeout));
             }
             () = tokio::time::sleep_until(wake) => match closing {
                 Some((Closing::Idle, _)) if activity.busy() => {
@@ -308,7 +392,8 @@ pub(super) async fn serve_connection(
                 None => {
                     if activity.idle_deadline(limits, Instant::now()) <= Instant::now() {
                         tracing::debug!(%peer, "closing an idle connection");
-                                connection.as_mut().graceful_shutdown();
+                        drop(registered.take());
+                        connection.as_mut().graceful_shutdown();
                         closing = Some((Closing::Idle, Instant::now() + limits.header_timeout));
                     }
                 }
@@ -320,6 +405,52 @@ pub(super) async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mk_idle_for(registry: &Arc<Registry>, idle_since_ms: u64) -> (Registered, Arc<Notify>) {
+        let activity = Activity::new();
+        activity.served.store(true, Ordering::Release);
+        activity
+            .idle_since_ms
+            .store(idle_since_ms, Ordering::Release);
+        let close = Arc::new(Notify::new());
+        (registry.register(activity, close.clone()), close)
+    }
+
+    async fn was_closed(close: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(10), close.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_idlest_connection_without_a_request_in_flight_is_closed_once() {
+        let registry = Arc::new(Registry::default());
+        let (_busy, busy_close) = mk_idle_for(&registry, 0);
+        let in_flight = registry.live().connections[&0].activity.begin();
+        let (_older, older_close) = mk_idle_for(&registry, 10);
+        let (_newer, newer_close) = mk_idle_for(&registry, 20);
+
+        assert!(registry.close_idlest());
+        assert!(was_closed(&older_close).await);
+        assert!(registry.close_idlest());
+        assert!(was_closed(&newer_close).await);
+        assert!(
+            !registry.close_idlest(),
+            "a connection with a request in flight was chosen"
+        );
+        assert!(!was_closed(&busy_close).await);
+        drop(in_flight);
+        assert!(registry.close_idlest());
+        assert!(was_closed(&busy_close).await);
+    }
+
+    #[test]
+    fn a_closed_connection_leaves_the_registry() {
+        let registry = Arc::new(Registry::default());
+        let (registered, _) = mk_idle_for(&registry, 0);
+        drop(registered);
+        assert!(!registry.close_idlest());
+    }
 
     #[test]
     fn unsent_answers_are_bounded_but_one_always_passes() {

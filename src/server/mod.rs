@@ -22,7 +22,7 @@ use hyper_util::server::conn::auto::Builder;
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Decision, Gate, Reason, decode};
@@ -51,7 +51,9 @@ pub struct Limits {
     pub keep_alive_interval: Duration,
     /// Time a peer has to answer a PING before its connection is closed.
     pub keep_alive_timeout: Duration,
-    /// Open connections at most; further ones wait in the kernel's backlog.
+    /// Open connections at most. A newcomer finding them all open closes the one idle the
+    /// longest (none with a request in flight); when all have one, it waits in the kernel's
+    /// backlog.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
@@ -405,6 +407,7 @@ pub async fn serve(
         builder,
         router,
         limits: limits.clone(),
+        registry: Arc::new(connection::Registry::default()),
     });
     // Every connection task holds a receiver: a send asks them to close, and the sender's
     // `closed()` resolves once they all have.
@@ -412,13 +415,6 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -429,6 +425,22 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if !shared.registry.close_idlest() {
+                    tracing::debug!(%peer, "every connection has a request in flight; waiting for a slot");
+                }
+                tokio::select! {
+                    permit = connections.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection::serve_connection(
