@@ -174,6 +174,23 @@ impl Server {
         (client, tokio::spawn(connection))
     }
 
+    /// An HTTP/2 connection whose peer never lets the server send DATA: a zero initial
+    /// stream window (SETTINGS_INITIAL_WINDOW_SIZE 0) and never a WINDOW_UPDATE.
+    async fn h2_never_reading(
+        &self,
+    ) -> (
+        h2::client::SendRequest<Bytes>,
+        tokio::task::JoinHandle<Result<(), h2::Error>>,
+    ) {
+        let tls = self.tls(&[b"h2"]).await;
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake(tls)
+            .await
+            .unwrap();
+        (client, tokio::spawn(connection))
+    }
+
     async fn stop(self) {
         self.inner.stop().await;
     }
@@ -851,6 +868,71 @@ async fn rapid_http2_stream_resets_do_not_stop_the_server() {
     Arc::into_inner(server).unwrap().stop().await;
 }
 
+/// Posts `body` and waits for the stream to end without ever releasing flow-control
+/// capacity: the answer's DATA can never arrive, so only a reset (or the connection's
+/// end) finishes it. The error it ended with, or the bytes it got.
+async fn h2_post_never_read(
+    client: &h2::client::SendRequest<Bytes>,
+    body: Vec<u8>,
+) -> Result<usize, h2::Error> {
+    let mut client = client.clone().ready().await?;
+    let (response, mut stream) = client.send_request(h2_request("/mutate"), false)?;
+    stream.send_data(Bytes::from(body), true)?;
+    let mut body = response.await?.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        got += chunk?.len();
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn http2_answers_a_peer_never_reads_are_reset_by_the_stream_deadline() {
+    // Two connections of 128 streams each, whose peer keeps a zero window, post reviews
+    // with a 256 KiB uid that the answer echoes. A stream whose answer would go beyond
+    // `max_unsent_bytes` on its connection is reset at once; the others are reset when
+    // still open `request_timeout + send_timeout` after they began. Either way no answer
+    // pins memory past that bound.
+    let limits = Limits {
+        request_timeout: Duration::from_secs(2),
+        send_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let bound = limits.request_timeout + limits.send_timeout + PROMPTLY;
+    let server = Server::start(limits).await;
+    let body = Review::create(savepoint("s3://savepoints/hostile"))
+        .uid("u".repeat(256 * 1024))
+        .bytes();
+    let mut connections = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let (client, driver) = server.h2_never_reading().await;
+        for _ in 0..128 {
+            let client = client.clone();
+            let body = body.clone();
+            streams.push(tokio::spawn(async move {
+                h2_post_never_read(&client, body).await
+            }));
+        }
+        connections.push((client, driver));
+    }
+    let ended = tokio::time::timeout(bound, futures::future::join_all(streams))
+        .await
+        .expect("streams whose answer cannot be sent were still open");
+    for outcome in ended {
+        match outcome.unwrap() {
+            Err(err) => assert!(
+                err.is_reset() || err.is_go_away() || err.is_io(),
+                "a stream ended with {err:?}"
+            ),
+            Ok(got) => panic!("a peer with a zero window got a {got}-byte answer"),
+        }
+    }
+    drop(connections);
+    server.assert_serving().await;
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Many connections
 
@@ -934,6 +1016,77 @@ async fn idle_connections_cannot_lock_out_new_clients() {
     for stream in &mut silent {
         wait_closed(stream, PROMPTLY).await;
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quiet_clients_give_up_the_idlest_slot_to_a_newcomer() {
+    // Every slot is taken by HTTP/2 clients that made one request and went quiet, and the
+    // idle timeout is far off: only closing the idlest connection can admit a newcomer.
+    // The connection idle the longest has a request in flight, so another one goes.
+    let limits = Limits {
+        max_connections: 8,
+        idle_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let server = Server::start(limits.clone()).await;
+    let body = fixture("savepoint-create.json");
+    let tls = server.tls(&[b"h2"]).await;
+    tls.get_ref().0.set_nodelay(true).unwrap();
+    let (busy, mut connection) = h2::client::handshake(tls).await.unwrap();
+    let mut ping = connection.ping_pong().unwrap();
+    let _busy_driver = tokio::spawn(connection);
+    assert_eq!(
+        h2_post(&busy, "/mutate", body.clone()).await.unwrap().0,
+        200
+    );
+    let mut ready = busy.clone().ready().await.unwrap();
+    let (in_flight, mut upload) = ready.send_request(h2_request("/mutate"), false).unwrap();
+    // The PING is answered after the server read the HEADERS before it: the request is in
+    // flight.
+    ping.ping(h2::Ping::opaque()).await.unwrap();
+    let mut quiet = Vec::new();
+    for _ in 1..limits.max_connections {
+        let (client, driver) = server.h2().await;
+        assert_eq!(
+            h2_post(&client, "/mutate", body.clone()).await.unwrap().0,
+            200
+        );
+        quiet.push((client, driver));
+    }
+
+    let started = Instant::now();
+    server.assert_serving().await;
+    assert!(started.elapsed() < limits.idle_timeout / 4);
+    let (_, idlest) = quiet.remove(0);
+    let _ended = tokio::time::timeout(PROMPTLY, idlest)
+        .await
+        .expect("the idlest quiet connection was not closed")
+        .unwrap();
+    for (_, driver) in &quiet {
+        assert!(
+            !driver.is_finished(),
+            "a quiet connection beyond the idlest was closed"
+        );
+    }
+
+    upload.send_data(Bytes::from(body), true).unwrap();
+    let response = tokio::time::timeout(PROMPTLY, in_flight)
+        .await
+        .expect("the request in flight was not answered")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut answer = response.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = answer.data().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    let review: Value = serde_json::from_slice(&got).unwrap();
+    assert_eq!(review["response"]["uid"], CREATE_UID, "{review}");
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    drop(quiet);
+    server.assert_serving().await;
     server.stop().await;
 }
 

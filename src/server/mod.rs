@@ -17,12 +17,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto::Builder;
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Decision, Gate, Reason, decode};
@@ -52,10 +52,21 @@ pub struct Limits {
     pub keep_alive_interval: Duration,
     /// Time a peer has to answer a PING before its connection is closed.
     pub keep_alive_timeout: Duration,
-    /// Open connections at most; further ones wait in the kernel's backlog.
+    /// Open connections at most. A newcomer finding them all open closes the one idle the
+    /// longest (none with a request in flight); when all have one, it waits in the kernel's
+    /// backlog.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Time an HTTP/2 answer gets to reach the peer after its handler finished: a stream
+    /// still open `request_timeout + send_timeout` after its headers arrived is reset and
+    /// its buffers freed (a peer keeping a zero flow-control window pins no memory).
+    pub send_timeout: Duration,
+    /// Bytes of answers one connection may hold while waiting to send them; a stream whose
+    /// answer would go beyond it is reset at once (an answer alone always passes).
+    pub max_unsent_bytes: usize,
+    /// Bytes h2 buffers for one HTTP/2 stream beyond what the peer's window lets out.
+    pub max_send_buf_bytes: usize,
     /// Time in-flight requests get to finish at shutdown.
     pub drain_timeout: Duration,
 }
@@ -72,8 +83,18 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_concurrent_streams: 128,
+            send_timeout: Duration::from_secs(10),
+            max_unsent_bytes: 2 * 1024 * 1024,
+            max_send_buf_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(20),
         }
+    }
+}
+
+impl Limits {
+    /// How long an HTTP/2 stream may stay open before it is reset.
+    fn stream_deadline(&self) -> Duration {
+        self.request_timeout.saturating_add(self.send_timeout)
     }
 }
 
@@ -401,7 +422,9 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(connection::StreamExecutor {
+        deadline: limits.stream_deadline(),
+    });
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -413,6 +436,7 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.max_concurrent_streams as usize)
         .max_header_list_size(64 * 1024)
+        .max_send_buf_size(limits.max_send_buf_bytes)
         .keep_alive_interval(limits.keep_alive_interval)
         .keep_alive_timeout(limits.keep_alive_timeout);
     let shared = Arc::new(connection::Shared {
@@ -420,6 +444,7 @@ pub async fn serve(
         builder,
         router,
         limits: limits.clone(),
+        registry: Arc::new(connection::Registry::default()),
     });
     // Every connection task holds a receiver: a send asks them to close, and the sender's
     // `closed()` resolves once they all have.
@@ -427,13 +452,6 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -444,6 +462,22 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if !shared.registry.close_idlest() {
+                    tracing::debug!(%peer, "every connection has a request in flight; waiting for a slot");
+                }
+                tokio::select! {
+                    permit = connections.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection::serve_connection(
