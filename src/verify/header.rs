@@ -56,6 +56,41 @@ pub enum NotFlink {
         /// Whether its first bytes are (a prefix of) Flink's magic number.
         flink_magic: bool,
     },
+    /// `_metadata` is not a regular file (and was not read).
+    NotRegular {
+        /// What it is instead.
+        kind: FileKind,
+    },
+}
+
+/// What a path names when it is not a regular file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Directory,
+    /// A named pipe.
+    Fifo,
+    /// A Unix domain socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Other => "an unknown kind of file",
+        })
+    }
 }
 
 impl fmt::Display for NotFlink {
@@ -80,6 +115,7 @@ impl fmt::Display for NotFlink {
                 f,
                 "the file is {len} bytes long and does not start with Flink's magic number {MAGIC:#010x}"
             ),
+            NotFlink::NotRegular { kind } => write!(f, "{kind}, not a regular file"),
         }
     }
 }

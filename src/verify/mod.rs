@@ -5,12 +5,15 @@
 //! - [`header`] parses those bytes and [`outcome`] maps the result to a decision under a
 //!   [`Mode`]; [`target`] maps a location to the store and key to read. All three are pure.
 //! - [`store`] does the I/O through `object_store`, with clients built from the webhook's
-//!   own flags and environment (never from the manifest).
+//!   own flags and environment (never from the manifest); [`files`] reads `file` locations
+//!   on bounded threads of their own, so a read that never returns holds neither other
+//!   checks nor shutdown.
 //! - [`Verifier`] bounds each check by a budget, caches outcomes per normalized location
 //!   (verified for long, anything else briefly) and coalesces concurrent checks of one
 //!   location into one read.
 
 pub mod args;
+pub mod files;
 pub mod header;
 pub mod metrics;
 pub mod outcome;
@@ -169,8 +172,16 @@ impl Verifier {
             given.push(absolute);
             canonical.push(resolved);
         }
+        let roots = given
+            .iter()
+            .zip(&canonical)
+            .map(|(given, canonical)| files::FileRoot {
+                given: given.clone(),
+                canonical: canonical.clone(),
+            })
+            .collect();
         let rules = TargetRules {
-            file_roots: given.into_iter().chain(canonical.iter().cloned()).collect(),
+            file_roots: given.into_iter().chain(canonical).collect(),
             azure_account: store::azure_account_from_env(),
             s3_virtual_hosted: config.stores.s3_addressing == S3Addressing::VirtualHosted,
         };
@@ -178,7 +189,7 @@ impl Verifier {
         settings.timeout = config.timeout;
         Ok(Self {
             inner: Arc::new(Inner {
-                stores: store::Stores::new(settings, canonical),
+                stores: store::Stores::new(settings, roots),
                 rules,
                 config,
                 cache: Mutex::new(HashMap::new()),
@@ -256,13 +267,15 @@ impl Verifier {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let timeout = inner.config.timeout;
-            let outcome = match tokio::time::timeout(timeout, read(&inner, &location)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Outcome::could_not_check(format!(
-                    "timed out after {}: the store did not answer",
-                    fmt_duration(timeout)
-                )),
-            };
+            let deadline = tokio::time::Instant::now() + timeout;
+            let outcome =
+                match tokio::time::timeout_at(deadline, read(&inner, &location, deadline)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Outcome::could_not_check(format!(
+                        "timed out after {}: the store did not answer",
+                        fmt_duration(timeout)
+                    )),
+                };
             if let Some(metrics) = inner.metrics.get() {
                 metrics.duration.observe(started.elapsed().as_secs_f64());
             }
@@ -339,15 +352,18 @@ pub fn location_to_check(mode: Mode, request: &Request, rules: &LocationRules) -
     Location::parse(spec_str(object, "savepointLocation")?, rules).ok()
 }
 
-/// Reads and judges the header of `location`'s `_metadata`.
-async fn read(inner: &Inner, location: &Location) -> Outcome {
+/// Reads and judges the header of `location`'s `_metadata`, by `deadline`.
+async fn read(inner: &Inner, location: &Location, deadline: tokio::time::Instant) -> Outcome {
     let target = match target::target(location, &inner.rules) {
         Ok(target) => target,
         Err(why) => return Outcome::could_not_check(why),
     };
-    match inner.stores.read_header(&target).await {
+    match inner.stores.read_header(&target, deadline).await {
         Ok(bytes) => Outcome::from_header(header::parse(&bytes), target::directory_name(location)),
         Err(store::ReadError::Missing) => Outcome::Missing,
+        Err(store::ReadError::NotRegular(kind)) => {
+            Outcome::NotFlink(header::NotFlink::NotRegular { kind })
+        }
         Err(store::ReadError::Failed(why)) => Outcome::could_not_check(why),
     }
 }

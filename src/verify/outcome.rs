@@ -46,7 +46,8 @@ pub enum Outcome {
         found: i64,
     },
     /// The location could not be read: unsupported scheme, no credentials, not under an
-    /// allowed root, store unreachable or too slow.
+    /// allowed root, store unreachable or too slow, or (for `file`) no read slot free
+    /// because earlier reads under its root never returned.
     CouldNotCheck {
         /// Why, for the user.
         why: String,
@@ -147,8 +148,10 @@ pub enum Verdict {
 }
 
 /// Maps an outcome for `location` to a verdict under `mode`: in `warn` every outcome but
-/// verified is a warning; in `deny` a missing, non-Flink, unknown-version or mismatched
-/// `_metadata` is refused, and "could not check" stays a warning.
+/// verified is a warning; in `deny` a missing, non-Flink (a FIFO or other non-regular
+/// file too), unknown-version or mismatched `_metadata` is refused, and "could not check"
+/// stays a warning, whatever kept the read from happening (a timeout, no free read slot):
+/// such a location is admitted, never silently, with a warning saying why it was not read.
 pub fn verdict(mode: Mode, outcome: &Outcome, location: &str) -> Verdict {
     let message = || format!("spec.savepointLocation: {}", outcome.describe(location));
     match (mode, outcome) {

@@ -1,9 +1,9 @@
 //! The I/O of a check: [`Stores`] builds (and keeps) one `object_store` client per bucket
 //! from the webhook's own configuration and environment, and [`Stores::read_header`] reads
-//! the first bytes of a [`Target`].
+//! the first bytes of a [`Target`]: through that client, or for a `file` target through the
+//! bounded [`FileReader`].
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,12 +14,12 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 #[cfg(feature = "object-stores")]
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 #[cfg(feature = "object-stores")]
 use object_store::{BackoffConfig, ClientConfigKey, RetryConfig};
 
-use super::header::HEADER_LEN;
+use super::files::{FileReader, FileRoot};
+use super::header::{FileKind, HEADER_LEN};
 use super::target::Target;
 
 /// Most store clients kept at once (one per bucket or container).
@@ -60,44 +60,48 @@ pub struct StoreSettings {
 pub enum ReadError {
     /// There is no such file or object.
     Missing,
+    /// The path names something other than a regular file, which was not read.
+    NotRegular(FileKind),
     /// The store could not be asked or did not answer usefully.
     Failed(String),
 }
 
-/// Store clients by bucket, built on first use.
+/// Store clients by bucket, built on first use, and the reader of local files.
 pub struct Stores {
     settings: StoreSettings,
-    canonical_roots: Vec<PathBuf>,
     clients: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
-    local: Arc<LocalFileSystem>,
+    files: FileReader,
 }
 
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stores")
             .field("settings", &self.settings)
-            .field("canonical_roots", &self.canonical_roots)
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
 
 impl Stores {
-    /// Stores with these settings; `file` reads must resolve under `canonical_roots`.
-    pub fn new(settings: StoreSettings, canonical_roots: Vec<PathBuf>) -> Self {
+    /// Stores with these settings; `file` reads must resolve under `file_roots`.
+    pub fn new(settings: StoreSettings, file_roots: Vec<FileRoot>) -> Self {
         Self {
             settings,
-            canonical_roots,
             clients: Mutex::new(HashMap::new()),
-            local: Arc::new(LocalFileSystem::new()),
+            files: FileReader::new(file_roots),
         }
     }
 
-    /// Reads the first [`HEADER_LEN`] bytes of `target` (fewer when it is shorter).
-    pub async fn read_header(&self, target: &Target) -> Result<Vec<u8>, ReadError> {
+    /// Reads the first [`HEADER_LEN`] bytes of `target` (fewer when it is shorter). A
+    /// `file` read gives up at `deadline` (see [`FileReader`]); the clients of object
+    /// stores have timeouts of their own.
+    pub async fn read_header(
+        &self,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, ReadError> {
         let (store, path) = match target {
-            Target::File { path } => (self.local.clone() as Arc<dyn ObjectStore>, {
-                self.resolve_file(path).await?
-            }),
+            Target::File { path } => return self.files.read_header(path, deadline).await,
             Target::S3 { bucket, key } => (self.client("s3", bucket, || self.s3(bucket))?, {
                 ObjectPath::from(key.as_str())
             }),
@@ -130,34 +134,6 @@ impl Stores {
                 ))),
             },
         }
-    }
-
-    /// Resolves links in a `file` target and checks that it stays under an allowed root.
-    async fn resolve_file(&self, path: &Path) -> Result<ObjectPath, ReadError> {
-        let lexical = path.to_path_buf();
-        let resolved = tokio::task::spawn_blocking(move || std::fs::canonicalize(&lexical))
-            .await
-            .map_err(|e| ReadError::Failed(format!("internal error: {e}")))?;
-        let resolved = match resolved {
-            Ok(resolved) => resolved,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Err(ReadError::Missing);
-            }
-            Err(err) => return Err(ReadError::Failed(format!("cannot read it: {err}"))),
-        };
-        if !self.canonical_roots.iter().any(|r| resolved.starts_with(r)) {
-            return Err(ReadError::Failed(format!(
-                "_metadata resolves to {}, outside the allowed roots",
-                resolved.display()
-            )));
-        }
-        ObjectPath::from_absolute_path(&resolved)
-            .map_err(|e| ReadError::Failed(format!("cannot read it: {e}")))
     }
 
     fn client(
@@ -345,7 +321,7 @@ fn gcp_credentials_configured(builder: &GoogleCloudStorageBuilder) -> bool {
             .is_some_and(|v| !v.is_empty())
     };
     let default_credentials = std::env::var_os("HOME").is_some_and(|home| {
-        Path::new(&home)
+        std::path::Path::new(&home)
             .join(".config/gcloud/application_default_credentials.json")
             .is_file()
     });

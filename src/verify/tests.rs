@@ -4,11 +4,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::header::{self, Header, NotFlink, parse};
+use super::files::{FileReader, FileRoot, SLOTS_PER_ROOT};
+use super::header::{self, FileKind, Header, NotFlink, parse};
 use super::outcome::{Mode, Outcome, Verdict, apply, verdict};
 #[cfg(feature = "object-stores")]
 use super::store::aws_credentials_configured;
-use super::store::{bucket_endpoint, error_text};
+use super::store::{ReadError, bucket_endpoint, error_text};
 use super::target::{Target, TargetRules, directory_name, target, valid_bucket};
 use super::{Source, Verifier, VerifyConfig, fmt_duration};
 use crate::admission::{Decision, Reason};
@@ -189,6 +190,12 @@ fn messages_name_the_location_and_the_finding() {
             "truncated: 12 bytes",
         ),
         (
+            Outcome::NotFlink(NotFlink::NotRegular {
+                kind: FileKind::Fifo,
+            }),
+            "not a Flink savepoint: s3://b/cp/chk-7/_metadata: a FIFO, not a regular file",
+        ),
+        (
             Outcome::UnknownVersion { version: 9 },
             "unknown Flink metadata format version 9 (known: 2 to 6)",
         ),
@@ -223,6 +230,9 @@ fn modes_map_outcomes_to_verdicts() {
     let refutations = [
         Outcome::Missing,
         Outcome::NotFlink(NotFlink::Empty),
+        Outcome::NotFlink(NotFlink::NotRegular {
+            kind: FileKind::Fifo,
+        }),
         Outcome::UnknownVersion { version: 7 },
         Outcome::CheckpointMismatch {
             directory: 1,
@@ -514,4 +524,131 @@ fn missing_file_roots_are_refused_at_start() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("/does/not/exist"), "{err}");
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[tokio::test]
+async fn what_is_not_a_regular_file_is_refused_unread() {
+    let root = tempfile::tempdir().unwrap();
+    for dir in ["fifo", "dir/_metadata", "socket"] {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    mkfifo(&root.path().join("fifo/_metadata"));
+    let _socket =
+        std::os::unix::net::UnixListener::bind(root.path().join("socket/_metadata")).unwrap();
+    let verifier = Verifier::new(VerifyConfig {
+        mode: Mode::Deny,
+        file_roots: vec![root.path().to_path_buf()],
+        ..VerifyConfig::default()
+    })
+    .unwrap();
+    let at = |rel: &str| loc(&format!("file:{}/{rel}", root.path().display()));
+    let started = std::time::Instant::now();
+    for (rel, kind) in [
+        ("fifo", FileKind::Fifo),
+        ("dir", FileKind::Directory),
+        ("socket", FileKind::Socket),
+    ] {
+        let outcome = verifier
+            .check(&at(rel), Duration::from_secs(2))
+            .await
+            .outcome;
+        assert_eq!(
+            outcome,
+            Outcome::NotFlink(NotFlink::NotRegular { kind }),
+            "{rel}"
+        );
+        assert!(matches!(
+            verdict(Mode::Deny, &outcome, &at(rel).to_string()),
+            Verdict::Deny(m) if m.contains(&format!("{rel}/_metadata: {kind}, not a regular file"))
+        ));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn mk_root(dir: &std::path::Path) -> FileRoot {
+    FileRoot {
+        given: dir.to_path_buf(),
+        canonical: std::fs::canonicalize(dir).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn stuck_reads_hold_only_their_own_slots_and_paths() {
+    let hung = tempfile::tempdir().unwrap();
+    let healthy = tempfile::tempdir().unwrap();
+    std::fs::write(healthy.path().join("_metadata"), FLINK_CHK_7).unwrap();
+    let reader = FileReader::new(vec![mk_root(hung.path()), mk_root(healthy.path())]);
+    let soon = || tokio::time::Instant::now() + Duration::from_millis(100);
+
+    // Reads that block until `release` is dropped, one per slot of the hung root.
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = std::sync::Arc::new(std::sync::Mutex::new(blocked));
+    for i in 0..SLOTS_PER_ROOT {
+        let blocked = blocked.clone();
+        let path = hung.path().join(format!("sp-{i}/_metadata"));
+        let err = reader
+            .run(&path, soon(), move || {
+                let _ = blocked.lock().map(|rx| rx.recv());
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ReadError::Failed(why) if why.contains("the read did not return")),
+            "{err:?}"
+        );
+    }
+
+    let stuck_path = hung.path().join("sp-0/_metadata");
+    let started = std::time::Instant::now();
+    let err = reader.read_header(&stuck_path, soon()).await.unwrap_err();
+    assert!(
+        matches!(&err, ReadError::Failed(why) if why.contains("an earlier read of it has not returned")),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "refused at once"
+    );
+
+    let err = reader
+        .read_header(&hung.path().join("other/_metadata"), soon())
+        .await
+        .unwrap_err();
+    let no_slot = format!(
+        "no read slot under {} came free in 0.1s: its {SLOTS_PER_ROOT} reads have not returned",
+        hung.path().display()
+    );
+    assert!(
+        matches!(&err, ReadError::Failed(why) if why.contains(&no_slot)),
+        "{err:?}"
+    );
+
+    let bytes = reader
+        .read_header(&healthy.path().join("_metadata"), soon())
+        .await
+        .unwrap();
+    assert_eq!(bytes, FLINK_CHK_7, "another root keeps its slots");
+
+    drop(release);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let far = tokio::time::Instant::now() + Duration::from_secs(1);
+        match reader.read_header(&stuck_path, far).await {
+            Err(ReadError::Missing) => break,
+            other => assert!(std::time::Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
