@@ -519,6 +519,55 @@ async fn slow_bodies_get_408_within_the_request_budget() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn requests_in_flight_share_one_memory_budget() {
+    // Three held 512 KiB bodies reserve 3 MiB of a 2.5 MiB budget: the third is refused at
+    // once, however many connections a client opens.
+    let limits = Limits {
+        max_request_bytes_in_flight: 5 * 512 * 1024,
+        request_timeout: Duration::from_secs(30),
+        ..short_limits()
+    };
+    let server = Server::start(limits).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let tls = server.tls(&[b"http/1.1"]).await;
+        let (reader, mut writer) = tokio::io::split(tls);
+        let head = request_head(
+            "POST",
+            "/mutate",
+            Some("application/json"),
+            Some(512 * 1024),
+        );
+        writer.write_all(&head).await.unwrap();
+        writer.write_all(b"{").await.unwrap();
+        held.push((reader, writer));
+    }
+    // The server reserves when the headers arrive; give it a moment to read them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tls = server.tls(&[b"http/1.1"]).await;
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let head = request_head(
+        "POST",
+        "/mutate",
+        Some("application/json"),
+        Some(512 * 1024),
+    );
+    writer.write_all(&head).await.unwrap();
+    let reply = tokio::time::timeout(PROMPTLY, read_response(&mut reader))
+        .await
+        .expect("no answer while the budget is spent")
+        .unwrap();
+    assert_eq!(reply.status, 503, "{reply:?}");
+    assert!(
+        reply.error().contains("requests in flight hold"),
+        "{reply:?}"
+    );
+    drop(held);
+    server.assert_serving().await;
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Oversized and malformed bodies
 

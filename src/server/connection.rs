@@ -51,6 +51,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::Limits;
+use super::budget::{ByteBudget, Reservation};
 
 /// What the connection's requests are doing, shared by its service, its supervisor and
 /// the [`Registry`].
@@ -141,6 +142,7 @@ struct Answer {
     body: Body,
     len: usize,
     activity: Arc<Activity>,
+    _total: Reservation,
 }
 
 impl hyper::body::Body for Answer {
@@ -172,8 +174,9 @@ impl Drop for Answer {
 /// Why a stream got no answer; hyper resets it (HTTP/2) or closes the connection.
 #[derive(Debug, thiserror::Error)]
 enum Refused {
-    /// The connection's unsent answers already hold `max_unsent_bytes`.
-    #[error("answers of {unsent} bytes wait to be sent on this connection already")]
+    /// Unsent answers already hold `max_unsent_bytes` of the connection or
+    /// `max_unsent_bytes_total` of the process.
+    #[error("answers of {unsent} bytes wait to be sent already")]
     Unsent {
         /// Bytes of answers not yet handed to the connection.
         unsent: usize,
@@ -283,6 +286,8 @@ pub(super) struct Shared {
     pub limits: Limits,
     /// The live connections.
     pub registry: Arc<Registry>,
+    /// Bytes of answers waiting to be sent, over all connections.
+    pub unsent: Arc<ByteBudget>,
 }
 
 /// How a connection that was asked to close is dropped at its deadline.
@@ -335,6 +340,7 @@ pub(super) async fn serve_connection(
             let router = shared.router.clone();
             let activity = activity.clone();
             let max_unsent = shared.limits.max_unsent_bytes;
+            let unsent_total = shared.unsent.clone();
             async move {
                 let Ok(response) = router.oneshot(request).await;
                 drop(in_flight);
@@ -342,6 +348,11 @@ pub(super) async fn serve_connection(
                 let hint = hyper::body::Body::size_hint(&body);
                 let len =
                     usize::try_from(hint.exact().unwrap_or(hint.lower())).unwrap_or(usize::MAX);
+                let Some(total) = unsent_total.try_reserve(len) else {
+                    let unsent = unsent_total.used();
+                    tracing::debug!(%peer, unsent, "refusing a stream: unsent answers fill the process's budget");
+                    return Err(Refused::Unsent { unsent });
+                };
                 if !activity.reserve_unsent(len, max_unsent) {
                     let unsent = activity.unsent.load(Ordering::Acquire);
                     tracing::debug!(%peer, unsent, "refusing a stream: unsent answers fill the connection");
@@ -353,6 +364,7 @@ pub(super) async fn serve_connection(
                         body,
                         len,
                         activity,
+                        _total: total,
                     },
                 ))
             }

@@ -2,6 +2,7 @@
 //! pure decisions in [`crate::admission`]; [`serve`] accepts TLS connections (HTTP/1.1 and
 //! HTTP/2) until shutdown, then drains in-flight requests.
 
+pub mod budget;
 mod connection;
 pub mod metrics;
 pub mod tls;
@@ -29,6 +30,7 @@ use crate::admission::{self, Decision, Gate, Reason, decode};
 use crate::authorize::{self, Authorizer};
 use crate::index::metrics::IndexCollector;
 use crate::readiness::Readiness;
+use budget::ByteBudget;
 use metrics::{DecisionLabels, Metrics, RequestLabels, RouteLabels};
 
 /// Limits that keep one client from exhausting the server. Defaults are safe for an
@@ -67,6 +69,12 @@ pub struct Limits {
     pub max_unsent_bytes: usize,
     /// Bytes h2 buffers for one HTTP/2 stream beyond what the peer's window lets out.
     pub max_send_buf_bytes: usize,
+    /// Bytes of answers all connections together may hold while waiting to send them.
+    pub max_unsent_bytes_total: usize,
+    /// Bytes all requests in flight together may hold: each reserves twice its body's
+    /// length (the body and what is decoded from it) until it is answered; a request
+    /// that finds the budget spent gets 503 at once.
+    pub max_request_bytes_in_flight: usize,
     /// Time in-flight requests get to finish at shutdown.
     pub drain_timeout: Duration,
 }
@@ -86,6 +94,8 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(10),
             max_unsent_bytes: 2 * 1024 * 1024,
             max_send_buf_bytes: 64 * 1024,
+            max_unsent_bytes_total: 32 * 1024 * 1024,
+            max_request_bytes_in_flight: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
         }
     }
@@ -116,6 +126,8 @@ pub struct App {
     /// The check that a Savepoint's creator may update its Deployment, in `/validate`;
     /// `None` when it is off.
     pub authorizer: Option<Arc<Authorizer>>,
+    /// Bytes held by the requests in flight (`Limits::max_request_bytes_in_flight`).
+    pub request_bytes: Arc<ByteBudget>,
 }
 
 impl App {
@@ -135,6 +147,7 @@ impl App {
             readiness,
             metrics,
             registry: Arc::new(registry),
+            request_bytes: ByteBudget::new(limits.max_request_bytes_in_flight),
             limits,
             verifier,
             authorizer: None,
@@ -319,6 +332,19 @@ async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
     if declared.is_some_and(|len| len > app.limits.max_body_bytes) {
         return too_large_response(&app.limits);
     }
+    let held = declared
+        .unwrap_or(app.limits.max_body_bytes)
+        .saturating_mul(2);
+    let Some(_reserved) = app.request_bytes.try_reserve(held) else {
+        return http_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "requests in flight hold {} of the {} bytes this webhook gives them; retry shortly",
+                app.request_bytes.used(),
+                app.request_bytes.max()
+            ),
+        );
+    };
     let budget = request_budget(parts.uri.query(), &app.limits);
     let bytes = match read_body(body, &app.limits, budget).await {
         Ok(bytes) => bytes,
@@ -445,6 +471,7 @@ pub async fn serve(
         router,
         limits: limits.clone(),
         registry: Arc::new(connection::Registry::default()),
+        unsent: ByteBudget::new(limits.max_unsent_bytes_total),
     });
     // Every connection task holds a receiver: a send asks them to close, and the sender's
     // `closed()` resolves once they all have.
