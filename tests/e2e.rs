@@ -102,6 +102,14 @@ mod suite {
         }
     }
 
+    /// Whether admission found the location already referenced (its COPIED warning).
+    fn referenced(reply: &common::Reply) -> bool {
+        reply
+            .warnings
+            .iter()
+            .any(|w| w.contains("is already referenced by"))
+    }
+
     fn assert_contains(text: &str, needle: &str, what: &str) {
         assert!(
             text.contains(needle),
@@ -402,8 +410,14 @@ mod suite {
         );
         assert_eq!(stored.spec.deployment_name.as_deref(), Some("app"));
         assert_eq!(
-            stored.spec.origin, None,
-            "origin must stay unset for a new location"
+            stored.spec.origin,
+            Some(Origin::Copied),
+            "a Savepoint added by hand without an origin is COPIED"
+        );
+        assert!(
+            !referenced(&reply),
+            "no warning for a new location: {:?}",
+            reply.warnings
         );
 
         env.step("create by deploymentId only");
@@ -521,7 +535,8 @@ mod suite {
             .cluster
             .create_savepoint(&mk_savepoint(other, "same-place", "app", location), false)
             .await;
-        assert_eq!(reply.savepoint("same-place").spec.origin, None);
+        reply.savepoint("same-place");
+        assert!(!referenced(&reply), "{:?}", reply.warnings);
     }
 
     async fn back_to_back(env: &mut Env) {
@@ -538,7 +553,9 @@ mod suite {
             .cluster
             .create_savepoint(&mk_savepoint(ns, "two", "app", location), false)
             .await;
-        assert_eq!(first.savepoint("one").spec.origin, None);
+        first.savepoint("one");
+        assert!(!referenced(&first), "{:?}", first.warnings);
+        assert!(referenced(&second), "{:?}", second.warnings);
         assert_eq!(
             second.savepoint("two").spec.origin,
             Some(Origin::Copied),
@@ -560,17 +577,14 @@ mod suite {
             env.cluster.create_savepoint(&a, false),
             env.cluster.create_savepoint(&b, false)
         );
-        let origins = [
-            a.savepoint("racer-a").spec.origin,
-            b.savepoint("racer-b").spec.origin,
-        ];
+        a.savepoint("racer-a");
+        b.savepoint("racer-b");
         assert_eq!(
-            origins
-                .iter()
-                .filter(|o| **o == Some(Origin::Copied))
-                .count(),
+            [&a, &b].iter().filter(|reply| referenced(reply)).count(),
             1,
-            "origins of two concurrent creates: {origins:?}"
+            "of two concurrent creates exactly one finds the other: {:?} / {:?}",
+            a.warnings,
+            b.warnings
         );
     }
 
@@ -753,12 +767,8 @@ mod suite {
             .cluster
             .create_savepoint(&mk_savepoint(ns, "real", "app", location), false)
             .await;
-        assert_eq!(
-            reply.savepoint("real after dry run").spec.origin,
-            None,
-            "warnings: {:?}",
-            reply.warnings
-        );
+        reply.savepoint("real after dry run");
+        assert!(!referenced(&reply), "warnings: {:?}", reply.warnings);
 
         env.step("a dry run of a held location is answered COPIED with the warning");
         let reply = env
@@ -939,7 +949,7 @@ mod suite {
         reply.savepoint("create started");
         let warnings = reply.warnings.join("\n");
         for needle in [
-            "sets no state.savepoints.dir",
+            "sets no savepoint directory (execution.checkpointing.savepoint-dir or state.savepoints.dir",
             "status.state is STARTED; only COMPLETED Savepoints are used for restore",
             "spec.restoreStrategy.kind NONE",
         ] {
@@ -1029,7 +1039,8 @@ mod suite {
                 .cluster
                 .create_savepoint(&mk_savepoint(ns, name, "app", location), false)
                 .await;
-            if reply.savepoint(name).spec.origin.is_some() {
+            reply.savepoint(name);
+            if referenced(&reply) {
                 wrong.push(format!(
                     "{name} after refused {refused}: COPIED, warnings {:?}",
                     reply.warnings

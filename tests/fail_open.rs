@@ -43,11 +43,12 @@ fn unrepaired(savepoints: &[Savepoint], uid: &str) -> Vec<String> {
             out.push(format!("{name}: no deploymentId"));
         }
     }
+    // Added by hand without an origin, each holder is COPIED, the first one too.
     let kept = shared
         .iter()
         .filter(|sp| sp.spec.origin != Some(Origin::Copied))
         .count();
-    if shared.len() > 1 && kept != 1 {
+    if kept != 0 {
         out.push(format!(
             "{kept} of the {} holders of {SHARED} are not COPIED",
             shared.len()

@@ -642,10 +642,10 @@ proptest! {
         }
 
         drop(index);
-        if taken {
-            prop_assert_eq!(spec["origin"].as_str(), Some("COPIED"));
-        } else {
-            prop_assert_eq!(spec.get("origin"), original["spec"].get("origin"));
+        // COPIED when the location is taken or no origin was given; else the given one.
+        match original["spec"].get("origin").filter(|o| !o.is_null()) {
+            Some(given) if !taken => prop_assert_eq!(spec.get("origin"), Some(given)),
+            _ => prop_assert_eq!(spec["origin"].as_str(), Some("COPIED")),
         }
 
         let after = gate.admit_validate(&review(&case, &patched), now);

@@ -50,6 +50,7 @@ pub(crate) fn deployment(i: usize) -> DeploymentFacts {
         spec_version: Some("3".into()),
         has_savepoints_dir: true,
         restore_kind: Some(RestoreKind::LatestState),
+        ..DeploymentFacts::default()
     }
 }
 

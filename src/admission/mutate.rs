@@ -116,17 +116,17 @@ impl Pending<'_> {
             ));
         }
         for change in &changes {
-            if let rules::Change::SetCopied { was } = change {
+            if let rules::Change::SetCopied { was } = change
+                && !others.is_empty()
+            {
                 notes.push(warnings::copied(&self.location, *was, others));
             }
         }
+        let origin = rules::origin_after(&self.view, &changes);
         notes.extend(warnings::restore_warnings(
             self.deployment,
-            &rules::restore_blockers(
-                self.view.state,
-                rules::origin_after(&self.view, &changes),
-                self.deployment,
-            ),
+            &rules::restore_blockers(self.view.state, origin, self.deployment),
+            origin,
             policy,
         ));
         let (reason, patch) = if ops.is_empty() {

@@ -24,6 +24,7 @@ fn mk_deployment(name: &str, uid: &str, version: Option<&str>) -> DeploymentFact
         spec_version: version.map(str::to_string),
         has_savepoints_dir: true,
         restore_kind: Some(RestoreKind::LatestState),
+        ..DeploymentFacts::default()
     }
 }
 
@@ -119,7 +120,16 @@ fn annotation_and_deployment_id_are_injected() {
     let out = patched(good_spec());
     assert_eq!(out["metadata"]["annotations"][SPEC_VERSION_ANNOTATION], "3");
     assert_eq!(out["spec"]["deploymentId"], UID);
-    assert!(out["spec"].get("origin").is_none());
+}
+
+#[test]
+fn an_absent_origin_becomes_copied_without_a_warning_and_a_given_one_is_kept() {
+    let decision = create(good_spec());
+    assert!(decision.warnings.is_empty(), "{:?}", decision.warnings);
+    assert_eq!(patched(good_spec())["spec"]["origin"], "COPIED");
+    let mut platform = good_spec();
+    platform["origin"] = "USER_REQUEST".into();
+    assert_eq!(patched(platform)["spec"]["origin"], "USER_REQUEST");
 }
 
 #[test]
@@ -875,4 +885,76 @@ fn a_namespace_may_use_only_its_own_locations() {
             "{message}"
         );
     }
+}
+
+#[test]
+fn the_savepoint_directory_and_claim_mode_are_read_as_the_deployments_flink_reads_them() {
+    let facts = |flink: &str, configuration: Value| {
+        DeploymentFacts::from_parts(
+            "default",
+            "app",
+            UID,
+            None,
+            Some(&json!({ "template": { "spec": {
+                "artifact": { "flinkVersion": flink },
+                "flinkConfiguration": configuration,
+            } } })),
+        )
+    };
+    let flink2 = facts(
+        "2.2",
+        json!({ "execution.checkpointing.savepoint-dir": "s3://b/sp" }),
+    );
+    assert!(flink2.has_savepoints_dir, "Flink 2 reads the new key");
+    let flink119 = facts(
+        "1.19",
+        json!({ "execution.checkpointing.savepoint-dir": "s3://b/sp" }),
+    );
+    assert!(
+        !flink119.has_savepoints_dir,
+        "Flink 1.19 does not know the new key"
+    );
+    let warnings = warnings::restore_warnings(&flink119, &[], None, &Policy::default());
+    assert!(
+        warnings[0].contains("Deployment \"app\" (Flink 1.19) sets no savepoint directory (state.savepoints.dir or savepoints.state.backend.fs.dir)"),
+        "{warnings:?}"
+    );
+    let alias = facts("2.2", json!({ "state.savepoints.dir": "s3://b/sp" }));
+    assert!(
+        alias.has_savepoints_dir,
+        "the deprecated alias still counts"
+    );
+
+    let claiming = facts(
+        "2.2",
+        json!({ "state.savepoints.dir": "s3://b/sp", "execution.state-recovery.claim-mode": "claim" }),
+    );
+    let warnings = warnings::restore_warnings(
+        &claiming,
+        &[],
+        Some(crate::domain::Origin::Copied),
+        &Policy::default(),
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w
+                .contains("restores in CLAIM mode (execution.state-recovery.claim-mode is CLAIM)")),
+        "{warnings:?}"
+    );
+    let platform_own = warnings::restore_warnings(
+        &claiming,
+        &[],
+        Some(crate::domain::Origin::UserRequest),
+        &Policy::default(),
+    );
+    assert!(platform_own.is_empty(), "{platform_own:?}");
+    let old_claiming = facts(
+        "1.17",
+        json!({ "state.savepoints.dir": "s3://b/sp", "execution.savepoint-restore-mode": "CLAIM" }),
+    );
+    assert_eq!(
+        old_claiming.claim_mode,
+        Some(crate::domain::ClaimMode::Claim)
+    );
 }

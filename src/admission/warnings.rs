@@ -1,10 +1,12 @@
 //! Warnings shown by kubectl on an admitted Savepoint: why it may never be picked for
 //! restore as things stand, and what the webhook changed.
 
+use crate::domain::flink::{claim_mode_keys, savepoint_dir_keys};
+use crate::domain::rules;
 use crate::domain::rules::RestoreBlocker;
 use crate::domain::{DeploymentFacts, NormalizedLocation, Origin, Policy};
 use crate::index::ObjectKey;
-use crate::resources::{SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
+use crate::resources::SPEC_VERSION_ANNOTATION;
 
 /// Most other holders a message names; the rest are counted.
 pub const MAX_NAMED_HOLDERS: usize = 5;
@@ -59,20 +61,36 @@ pub fn version_differs(given: &str, current: &str, deployment: &str) -> String {
     )
 }
 
-/// Reasons savepoints may not work at all for `deployment`, then the `blockers` that keep
-/// this Savepoint from ever being picked for restore.
+/// Reasons savepoints may not work at all for `deployment`, the `blockers` that keep this
+/// Savepoint from ever being picked for restore, and the risk of restoring it in CLAIM
+/// mode when its origin (after the changes) is `origin`.
 pub fn restore_warnings(
     deployment: &DeploymentFacts,
     blockers: &[RestoreBlocker],
+    origin: Option<Origin>,
     policy: &Policy,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    let flink = deployment
+        .flink_version
+        .map(|v| format!(" (Flink {v})"))
+        .unwrap_or_default();
     if !deployment.has_savepoints_dir && !policy.universal_blob_storage {
+        let keys = savepoint_dir_keys(deployment.flink_version);
         out.push(format!(
-            "Deployment {:?} sets no {SAVEPOINTS_DIR_KEY} in spec.template.spec.flinkConfiguration and no Universal Blob Storage is configured; savepoint features will not work for it",
-            deployment.name
+            "Deployment {:?}{flink} sets no savepoint directory ({} or {}) in spec.template.spec.flinkConfiguration and no Universal Blob Storage is configured; savepoint features will not work for it",
+            deployment.name,
+            keys[0],
+            keys[1..].join(" or ")
         ));
     }
     out.extend(blockers.iter().map(RestoreBlocker::to_string));
+    if rules::claims_foreign_snapshot(origin, deployment) {
+        out.push(format!(
+            "Deployment {:?}{flink} restores in CLAIM mode ({} is CLAIM): Flink takes ownership of the snapshot it restores from and deletes it once a newer checkpoint subsumes it, but this Savepoint is COPIED, a snapshot the platform does not own; set NO_CLAIM to keep it",
+            deployment.name,
+            claim_mode_keys(deployment.flink_version)[0]
+        ));
+    }
     out
 }

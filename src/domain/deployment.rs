@@ -7,8 +7,9 @@ use std::fmt;
 use serde_json::Value;
 
 use super::fields::{namespace_of, str_at};
+use super::flink::{ClaimMode, FlinkVersion, claim_mode_keys, savepoint_dir_keys};
 use super::savepoint::wire_enum;
-use crate::domain::names::{SAVEPOINTS_DIR_KEY, SPEC_VERSION_ANNOTATION};
+use crate::domain::names::SPEC_VERSION_ANNOTATION;
 
 wire_enum! {
     /// Which snapshot a Deployment restores from.
@@ -23,7 +24,7 @@ wire_enum! {
 }
 
 /// The fields of a Deployment that decisions read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeploymentFacts {
     /// Namespace.
     pub namespace: String,
@@ -33,10 +34,15 @@ pub struct DeploymentFacts {
     pub uid: String,
     /// The spec-version annotation, when set.
     pub spec_version: Option<String>,
-    /// Whether `state.savepoints.dir` is set in the Flink configuration.
+    /// Whether the Flink configuration sets a default savepoint directory under any key
+    /// its Flink version reads ([`savepoint_dir_keys`]).
     pub has_savepoints_dir: bool,
     /// `spec.restoreStrategy.kind`, when set to a known value.
     pub restore_kind: Option<RestoreKind>,
+    /// `spec.template.spec.artifact.flinkVersion`, when it parses.
+    pub flink_version: Option<FlinkVersion>,
+    /// The claim mode its Flink configuration sets, under any key its version reads.
+    pub claim_mode: Option<ClaimMode>,
 }
 
 impl DeploymentFacts {
@@ -49,6 +55,15 @@ impl DeploymentFacts {
         spec: Option<&Value>,
     ) -> Self {
         let spec = spec.unwrap_or(&Value::Null);
+        let flink_version = str_at(spec, &["template", "spec", "artifact", "flinkVersion"])
+            .and_then(FlinkVersion::parse);
+        let configured = |keys: &[&str]| {
+            keys.iter().find_map(|key| {
+                str_at(spec, &["template", "spec", "flinkConfiguration", key])
+                    .map(str::trim)
+                    .filter(|value| !value.is_empty())
+            })
+        };
         Self {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -56,16 +71,15 @@ impl DeploymentFacts {
             spec_version: annotations
                 .and_then(|a| a.get(SPEC_VERSION_ANNOTATION))
                 .cloned(),
-            has_savepoints_dir: str_at(
-                spec,
-                &["template", "spec", "flinkConfiguration", SAVEPOINTS_DIR_KEY],
-            )
-            .is_some_and(|dir| !dir.trim().is_empty()),
+            has_savepoints_dir: configured(savepoint_dir_keys(flink_version)).is_some(),
             restore_kind: spec
                 .get("restoreStrategy")
                 .and_then(|r| r.get("kind"))
                 .and_then(Value::as_str)
                 .and_then(RestoreKind::parse),
+            flink_version,
+            claim_mode: configured(claim_mode_keys(flink_version))
+                .and_then(|mode| ClaimMode::parse(&mode.to_ascii_uppercase())),
         }
     }
 

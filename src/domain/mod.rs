@@ -7,6 +7,7 @@
 
 pub mod deployment;
 pub mod fields;
+pub mod flink;
 pub mod location;
 pub mod names;
 pub mod patch;
@@ -17,6 +18,7 @@ pub mod schema_rules;
 pub mod tenancy;
 
 pub use deployment::{DeploymentFacts, DeploymentLookup, ReferenceProblem, RestoreKind};
+pub use flink::{ClaimMode, FlinkVersion};
 pub use location::{Location, LocationError, LocationRules, NormalizedLocation};
 pub use policy::{Policy, ReferenceScope, SharedDelete};
 pub use savepoint::{FormatType, Operation, Origin, SavepointState, SnapshotType};

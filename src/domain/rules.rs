@@ -1,6 +1,6 @@
 //! Each rule that admission, the reconciler and `audit` apply to a Savepoint, stated once:
 //! [`changes`] (inject the spec-version annotation, complete the Deployment reference, set
-//! COPIED), [`restore_blockers`] ("can never be picked for restore"), [`stale_spec_version`]
+//! COPIED when the origin is absent or the location is already referenced), [`restore_blockers`] ("can never be picked for restore"), [`stale_spec_version`]
 //! and [`holder_rank`] (which of the Savepoints holding one location holds it first).
 //! Callers render what these return; they never re-state a condition.
 
@@ -9,6 +9,7 @@ use std::fmt;
 use json_patch::PatchOperation;
 
 use super::deployment::{DeploymentFacts, RestoreKind};
+use super::flink::ClaimMode;
 use super::patch::{add, replace};
 use super::savepoint::{Origin, SavepointState};
 use crate::domain::names::SPEC_VERSION_ANNOTATION;
@@ -60,7 +61,8 @@ pub enum Change {
         /// The Deployment's uid.
         uid: String,
     },
-    /// The location is already referenced by another Savepoint: origin becomes COPIED.
+    /// The origin is absent (a Savepoint added by hand), or the location is already
+    /// referenced by another Savepoint: origin becomes COPIED.
     SetCopied {
         /// The origin before.
         was: Option<Origin>,
@@ -120,9 +122,9 @@ impl fmt::Display for Change {
     }
 }
 
-/// What the rules change on `savepoint`, whose reference resolved to `deployment`, when
-/// another Savepoint already holds its location (`referenced`), in the order the patch
-/// applies them.
+/// What the rules change on `savepoint`, whose reference resolved to `deployment`, given
+/// whether another Savepoint already holds its location (`referenced`), in the order the
+/// patch applies them.
 pub fn changes(
     savepoint: &SavepointView<'_>,
     deployment: &DeploymentFacts,
@@ -146,7 +148,10 @@ pub fn changes(
             uid: deployment.uid.clone(),
         });
     }
-    if referenced && savepoint.origin != Some(Origin::Copied) {
+    // A Savepoint added without an origin was added by hand for an existing snapshot:
+    // COPIED, as the product documents; one whose location another holds is COPIED
+    // whatever origin it was given.
+    if (referenced || savepoint.origin.is_none()) && savepoint.origin != Some(Origin::Copied) {
         out.push(Change::SetCopied {
             was: savepoint.origin,
         });
@@ -238,6 +243,13 @@ pub fn restore_blockers(
         _ => {}
     }
     out
+}
+
+/// Whether restoring `deployment` from a Savepoint whose origin (after the changes) is
+/// `origin` lets Flink delete a snapshot the platform does not own: a COPIED Savepoint
+/// restored in CLAIM mode.
+pub fn claims_foreign_snapshot(origin: Option<Origin>, deployment: &DeploymentFacts) -> bool {
+    origin == Some(Origin::Copied) && deployment.claim_mode == Some(ClaimMode::Claim)
 }
 
 /// The order in which Savepoints holding one location hold it, earliest first: by

@@ -94,6 +94,7 @@ fn mk_deployment(name: &str, uid: &str) -> DeploymentFacts {
         spec_version: Some("1".into()),
         has_savepoints_dir: true,
         restore_kind: None,
+        ..DeploymentFacts::default()
     }
 }
 

@@ -19,6 +19,8 @@ use crate::index::SavepointRecord;
 pub enum Rule {
     /// Its location is held by an earlier Savepoint and its origin is not COPIED.
     DuplicateLocation,
+    /// It has no origin: added by hand, so COPIED.
+    MissingOrigin,
     /// It lacks the spec-version annotation.
     MissingAnnotation,
     /// Its spec version differs from its Deployment's current one.
@@ -35,8 +37,9 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, for exporting zero counts.
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::DuplicateLocation,
+        Rule::MissingOrigin,
         Rule::MissingAnnotation,
         Rule::StaleSpecVersion,
         Rule::MissingDeploymentReference,
@@ -49,6 +52,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::DuplicateLocation => "duplicate-location",
+            Rule::MissingOrigin => "missing-origin",
             Rule::MissingAnnotation => "missing-annotation",
             Rule::StaleSpecVersion => "stale-spec-version",
             Rule::MissingDeploymentReference => "missing-deployment-reference",
@@ -62,7 +66,10 @@ impl Rule {
     pub fn repairable(self) -> bool {
         matches!(
             self,
-            Rule::DuplicateLocation | Rule::MissingAnnotation | Rule::MissingDeploymentReference
+            Rule::DuplicateLocation
+                | Rule::MissingOrigin
+                | Rule::MissingAnnotation
+                | Rule::MissingDeploymentReference
         )
     }
 }
@@ -191,14 +198,19 @@ pub fn plan(
                         ),
                         Change::SetCopied { was } => {
                             let was = was.map_or("unset", Origin::as_str);
-                            let message = match first_holder {
-                                Some((location, first)) => format!(
-                                    "location {location} is first held by Savepoint {}/{}; origin {was} should be COPIED",
-                                    first.namespace, first.name
+                            match first_holder {
+                                Some((location, first)) => (
+                                    Rule::DuplicateLocation,
+                                    format!(
+                                        "location {location} is first held by Savepoint {}/{}; origin {was} should be COPIED",
+                                        first.namespace, first.name
+                                    ),
                                 ),
-                                None => format!("origin {was} should be COPIED"),
-                            };
-                            (Rule::DuplicateLocation, message)
+                                None => (
+                                    Rule::MissingOrigin,
+                                    "spec.origin is missing; a Savepoint added by hand for an existing snapshot has origin COPIED".into(),
+                                ),
+                            }
                         }
                     };
                     findings.push(finding(rule, message));
@@ -332,6 +344,7 @@ mod tests {
             spec_version: Some("3".into()),
             has_savepoints_dir: true,
             restore_kind: Some(RestoreKind::LatestSavepoint),
+            ..DeploymentFacts::default()
         });
         index
     }
