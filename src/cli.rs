@@ -47,9 +47,31 @@ pub struct CrdsArgs {
     /// refuse the field.
     #[arg(long)]
     pub cel: bool,
+    /// Print only this CRD, as stored in `deploy/crds/<NAME>.yaml`; both when unset.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub only: Option<CrdName>,
     /// The location rules the CEL states (as `serve` takes them).
     #[command(flatten)]
     pub policy: PolicyArgs,
+}
+
+/// One of the CRDs, by its plural name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CrdName {
+    /// `savepoints.appmanager.dataartisans.com`, which the webhook guards.
+    Savepoints,
+    /// `deployments.appmanager.dataartisans.com`, a permissive stand-in for the platform's.
+    Deployments,
+}
+
+impl CrdName {
+    /// The CRD's `spec.names.plural`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            CrdName::Savepoints => "savepoints",
+            CrdName::Deployments => "deployments",
+        }
+    }
 }
 
 /// Decision settings shared by `serve` and `review`.

@@ -21,11 +21,14 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::Crds(args) => {
-            let crds = if args.cel {
+            let mut crds = if args.cel {
                 savepoint_webhook::resources::crds_with_cel(&args.policy.location_rules())
             } else {
                 savepoint_webhook::resources::crds()
             };
+            if let Some(only) = args.only {
+                crds.retain(|crd| crd.spec.names.plural == only.plural());
+            }
             savepoint_webhook::resources::to_yaml(&crds)
                 .map(|yaml| print!("{yaml}"))
                 .map_err(anyhow::Error::from)

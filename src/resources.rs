@@ -140,7 +140,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 /// Both CRDs as [`crds`] makes them, with the Savepoint's field rules that need no other
 /// object as CEL on its `spec` (see [`crate::domain::schema_rules`]) and length bounds on
 /// the strings they read (the API server's CEL cost estimate needs them), for API servers
-/// from 1.25; as written to `deploy/crds/cel/`.
+/// from 1.25; the Savepoint CRD is written to `deploy/crds/cel/`.
 pub fn crds_with_cel(locations: &LocationRules) -> Vec<CustomResourceDefinition> {
     let mut crds = crds();
     for version in crds[0].spec.versions.iter_mut() {
@@ -191,7 +191,7 @@ pub fn to_yaml(
     Ok(out)
 }
 
-/// All CRDs as one multi-document YAML stream, as written to `deploy/crds/`.
+/// All CRDs as one multi-document YAML stream; `deploy/crds/` holds each in a file of its own.
 pub fn crds_yaml() -> Result<String, serde_saphyr::ser_error::Error> {
     let mut out = String::new();
     for crd in crds() {

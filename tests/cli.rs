@@ -152,10 +152,32 @@ fn review_exits_2_on_unusable_input() {
 
 #[test]
 fn crds_command_prints_what_deploy_holds() {
-    let out = run(&["crds"]);
-    assert!(out.status.success());
-    let stored = std::fs::read_to_string(Path::new(ROOT).join("deploy/crds/crds.yaml")).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), stored);
+    let stored = |file: &str| {
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/crds").join(file)).unwrap()
+    };
+    for (args, expected) in [
+        (
+            &["crds"][..],
+            stored("savepoints.yaml") + &stored("deployments.yaml"),
+        ),
+        (&["crds", "--only", "savepoints"], stored("savepoints.yaml")),
+        (
+            &["crds", "--only", "deployments"],
+            stored("deployments.yaml"),
+        ),
+        (
+            &["crds", "--cel", "--only", "savepoints"],
+            stored("cel/savepoints.yaml"),
+        ),
+        (
+            &["crds", "--cel", "--only", "deployments"],
+            stored("deployments.yaml"),
+        ),
+    ] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected, "{args:?}");
+    }
 }
 
 #[test]

@@ -1,27 +1,51 @@
-//! `deploy/crds/` holds exactly what the Rust types generate.
+//! `deploy/crds/` holds exactly what the Rust types generate, one CRD per file.
 #![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
-#[test]
-fn deploy_crds_match_the_generated_ones() {
-    let generated = savepoint_webhook::resources::crds_yaml().expect("CRDs render");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/crds.yaml");
-    let stored = std::fs::read_to_string(path).expect("deploy/crds/crds.yaml exists");
-    assert!(
-        stored == generated,
-        "deploy/crds/crds.yaml differs from the types; regenerate it with `cargo run -- crds > deploy/crds/crds.yaml`"
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// Checks that `deploy/crds/<dir>` holds `<plural>.yaml` for each of `crds`, equal to what
+/// `command` prints, and no other file.
+fn check_stored(dir: &str, crds: &[CustomResourceDefinition], command: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/crds");
+    let mut expected = Vec::new();
+    for crd in crds {
+        let file = format!("{dir}{}.yaml", crd.spec.names.plural);
+        let generated = savepoint_webhook::resources::to_yaml(std::slice::from_ref(crd)).unwrap();
+        let stored = std::fs::read_to_string(root.join(&file))
+            .unwrap_or_else(|e| panic!("deploy/crds/{file}: {e}"));
+        let only = &crd.spec.names.plural;
+        assert!(
+            stored == generated,
+            "deploy/crds/{file} differs from the types; regenerate it with \
+             `cargo run -- {command} --only {only} > deploy/crds/{file}`"
+        );
+        expected.push(file);
+    }
+    let mut files: Vec<String> = std::fs::read_dir(root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_file())
+        .map(|e| format!("{dir}{}", e.file_name().to_string_lossy()))
+        .collect();
+    files.sort();
+    expected.sort();
+    assert_eq!(
+        files, expected,
+        "deploy/crds/{dir} holds exactly these files"
     );
 }
 
 #[test]
+fn deploy_crds_match_the_generated_ones() {
+    check_stored("", &savepoint_webhook::resources::crds(), "crds");
+}
+
+/// Only the Savepoint CRD has rules as CEL: the Deployment CRD is the same either way
+/// (the next test), so `deploy/crds/deployments.yaml` serves both.
+#[test]
 fn deploy_crds_with_cel_match_the_generated_ones() {
     let crds = savepoint_webhook::resources::crds_with_cel(&Default::default());
-    let generated = savepoint_webhook::resources::to_yaml(&crds).expect("CRDs render");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/cel/crds.yaml");
-    let stored = std::fs::read_to_string(path).expect("deploy/crds/cel/crds.yaml exists");
-    assert!(
-        stored == generated,
-        "deploy/crds/cel/crds.yaml differs from the rules; regenerate it with `cargo run -- crds --cel > deploy/crds/cel/crds.yaml`"
-    );
+    check_stored("cel/", &crds[..1], "crds --cel");
 }
 
 #[test]

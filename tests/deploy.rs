@@ -5,11 +5,13 @@
 //! Deployment's own arguments and asked every path the manifests name.
 //!
 //! With `e2e` (the switch for tests that need `kubectl` and the real control plane;
-//! `tests/provision.sh` installs both): every overlay renders with `kubectl kustomize`, and
-//! everything they render passes a server-side dry run against kube-apiserver 1.20, whose
-//! OpenAPI schema kubectl also checks every field against; the RBAC, really applied,
-//! grants what the webhook needs and no more. `SAVEPOINT_WEBHOOK_KUBECTL` names another
-//! kubectl to use (for example kubectl 1.20, whose kustomize is v2.0).
+//! `tests/provision.sh` installs both): every overlay renders with `kubectl kustomize`, with
+//! no CRD in it, and everything they render passes a server-side dry run against
+//! kube-apiserver 1.20, whose OpenAPI schema kubectl also checks every field against; the
+//! RBAC, really applied, grants what the webhook needs and no more. README's install and
+//! uninstall steps, run as written, keep the CRDs and every Savepoint and Deployment, and
+//! never change a Deployment CRD that was there before. `SAVEPOINT_WEBHOOK_KUBECTL` names
+//! another kubectl to use (for example kubectl 1.20, whose kustomize is v2.0).
 #![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::io::{BufRead, BufReader};
@@ -442,13 +444,13 @@ mod e2e {
         parse_yaml(&text)
     }
 
-    /// Copies `deploy/{crds,base,overlays/self-managed}` to a temp dir (without any local
+    /// Copies `deploy/{base,overlays/self-managed}` to a temp dir (without any local
     /// certs/) and generates certificates there with the overlay's own script, which runs
     /// `savepoint-webhook certs --service savepoint-webhook --namespace savepoint-webhook
     /// --out certs/new`.
     fn self_managed_copy() -> (tempfile::TempDir, PathBuf) {
         let tmp = tempfile::tempdir().expect("temp dir");
-        for dir in ["deploy/crds", "deploy/base", "deploy/overlays/self-managed"] {
+        for dir in ["deploy/base", "deploy/overlays/self-managed"] {
             copy_dir(&Path::new(ROOT).join(dir), &tmp.path().join(dir));
         }
         let overlay = tmp.path().join("deploy/overlays/self-managed");
@@ -513,7 +515,8 @@ mod e2e {
         .collect()
     }
 
-    /// What both overlays share: the base, labelled, with its exact webhook paths.
+    /// What every overlay shares: the base, labelled, with its exact webhook paths, and no
+    /// CRD (deleting the overlay must never delete one).
     fn check_common(docs: &[Value]) {
         for doc in docs {
             assert_eq!(
@@ -541,12 +544,11 @@ mod e2e {
             object(docs, "Namespace", NAMESPACE)["metadata"]["labels"][EXCLUDE_LABEL],
             "true"
         );
-        assert_eq!(
-            docs.iter()
-                .filter(|d| d["kind"] == "CustomResourceDefinition")
-                .count(),
-            2
-        );
+        let crds: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .collect();
+        assert!(crds.is_empty(), "an overlay renders CRDs: {crds:?}");
     }
 
     #[test]
@@ -763,33 +765,19 @@ mod e2e {
         let cluster = ControlPlane::start();
         let kubeconfig = cluster.kubeconfig_path();
 
-        // Namespaced objects need their namespace, and Savepoint-scoped webhooks their
-        // CRDs, to exist before a dry run: apply those two kinds for real.
-        let prerequisites: Vec<&Value> = self_managed
+        // Namespaced objects need their namespace, and Savepoint-scoped webhooks the CRDs,
+        // to exist before a dry run: install the CRDs and apply the Namespace for real.
+        install_crds(kubeconfig, cluster.minor()).expect_created();
+        let namespace: Vec<&Value> = self_managed
             .iter()
-            .filter(|d| d["kind"] == "CustomResourceDefinition" || d["kind"] == "Namespace")
+            .filter(|d| d["kind"] == "Namespace")
             .collect();
-        assert_eq!(prerequisites.len(), 3);
+        assert_eq!(namespace.len(), 1);
         kubectl(
             Some(kubeconfig),
             &["apply", "-f", "-"],
-            Some(&stream(prerequisites)),
+            Some(&stream(namespace)),
         );
-        for crd in [
-            "savepoints.appmanager.dataartisans.com",
-            "deployments.appmanager.dataartisans.com",
-        ] {
-            kubectl(
-                Some(kubeconfig),
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=30s",
-                    &format!("crd/{crd}"),
-                ],
-                None,
-            );
-        }
 
         dry_run(kubeconfig, &for_server(kubeconfig, self_managed.clone()));
         if cluster.minor() >= 25 {
@@ -863,5 +851,407 @@ mod e2e {
             }
         }
         assert!(wrong.is_empty(), "RBAC differs:\n{}", wrong.join("\n"));
+    }
+
+    const SAVEPOINT_CRD: &str = "savepoints.appmanager.dataartisans.com";
+    const DEPLOYMENT_CRD: &str = "deployments.appmanager.dataartisans.com";
+    const GROUP_VERSION: &str = "appmanager.dataartisans.com/v1";
+
+    /// What README's CRD step did to the Deployment CRD.
+    struct CrdStep {
+        deployments: Run,
+    }
+
+    impl CrdStep {
+        /// `kubectl create` made the Deployment CRD.
+        fn expect_created(&self) {
+            assert!(
+                self.deployments.success,
+                "the Deployment CRD was not created:\n{}{}",
+                self.deployments.stdout, self.deployments.stderr
+            );
+        }
+
+        /// `kubectl create` refused, because a Deployment CRD exists, and wrote nothing.
+        fn expect_left_alone(&self) {
+            assert!(
+                !self.deployments.success && self.deployments.stderr.contains("AlreadyExists"),
+                "the Deployment CRD step must refuse an existing CRD:\n{}{}",
+                self.deployments.stdout,
+                self.deployments.stderr
+            );
+        }
+    }
+
+    /// README's CRD step, as written there: `kubectl apply` of the Savepoint CRD (with its
+    /// rules as CEL from 1.25), then `kubectl create` of the Deployment CRD, which never
+    /// changes one that exists; then waits until both are Established.
+    fn install_crds(kubeconfig: &Path, minor: u32) -> CrdStep {
+        let savepoints = if minor >= 25 {
+            "deploy/crds/cel/savepoints.yaml"
+        } else {
+            "deploy/crds/savepoints.yaml"
+        };
+        kubectl(
+            Some(kubeconfig),
+            &["apply", "-f", &format!("{ROOT}/{savepoints}")],
+            None,
+        );
+        let deployments = run_kubectl(
+            Some(kubeconfig),
+            &[
+                "create",
+                "-f",
+                &format!("{ROOT}/deploy/crds/deployments.yaml"),
+            ],
+            None,
+        );
+        for crd in [SAVEPOINT_CRD, DEPLOYMENT_CRD] {
+            kubectl(
+                Some(kubeconfig),
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    &format!("crd/{crd}"),
+                ],
+                None,
+            );
+        }
+        CrdStep { deployments }
+    }
+
+    /// README's uninstall: `kubectl delete -f -` of the rendered overlay. This control
+    /// plane has no namespace controller, so kubectl is not asked to wait (it would wait
+    /// for the Namespace forever) and the test does the controller's last part: once
+    /// kubectl has deleted every object in the Namespace, it finalizes and removes it.
+    fn uninstall(kubeconfig: &Path, webhook: &[Value]) {
+        kubectl(
+            Some(kubeconfig),
+            &["delete", "--wait=false", "-f", "-"],
+            Some(&stream(webhook)),
+        );
+        let finalized = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NAMESPACE},
+            "spec": {"finalizers": []},
+        });
+        kubectl(
+            Some(kubeconfig),
+            &[
+                "replace",
+                "--raw",
+                &format!("/api/v1/namespaces/{NAMESPACE}/finalize"),
+                "-f",
+                "-",
+            ],
+            Some(&finalized.to_string()),
+        );
+        kubectl(
+            Some(kubeconfig),
+            &[
+                "delete",
+                "namespace",
+                NAMESPACE,
+                "--ignore-not-found",
+                "--timeout=30s",
+            ],
+            None,
+        );
+    }
+
+    /// `namespace/name` of every object of `resource` in the cluster, sorted.
+    fn names(kubeconfig: &Path, resource: &str) -> Vec<String> {
+        let out = kubectl(
+            Some(kubeconfig),
+            &["get", resource, "--all-namespaces", "-o", "json"],
+            None,
+        );
+        let list: Value = serde_json::from_str(&out).expect("kubectl prints a JSON list");
+        let mut names: Vec<String> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|o| {
+                let meta = &o["metadata"];
+                format!(
+                    "{}/{}",
+                    meta["namespace"].as_str().unwrap_or_default(),
+                    meta["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The CRD `name` as stored, or `None` when there is none.
+    fn crd(kubeconfig: &Path, name: &str) -> Option<Value> {
+        let run = run_kubectl(Some(kubeconfig), &["get", "crd", name, "-o", "json"], None);
+        if is_not_found(&run) {
+            return None;
+        }
+        assert!(run.success, "kubectl get crd {name}:\n{}", run.stderr);
+        Some(serde_json::from_str(&run.stdout).expect("a CRD as JSON"))
+    }
+
+    /// kubectl failed because the object does not exist (`kubectl get -f` says so in words).
+    fn is_not_found(run: &Run) -> bool {
+        !run.success && (run.stderr.contains("NotFound") || run.stderr.contains("not found"))
+    }
+
+    fn mk_namespace(name: &str, excluded: bool) -> Value {
+        let labels = if excluded {
+            json!({ EXCLUDE_LABEL: "true" })
+        } else {
+            json!({})
+        };
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    }
+
+    fn mk_deployment(namespace: &str, name: &str) -> Value {
+        json!({
+            "apiVersion": GROUP_VERSION,
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"template": {"spec": {"flinkConfiguration": {
+                "state.savepoints.dir": "s3://flink-state/savepoints",
+            }}}},
+        })
+    }
+
+    fn mk_savepoint(namespace: &str, name: &str, deployment: &str) -> Value {
+        json!({
+            "apiVersion": GROUP_VERSION,
+            "kind": "Savepoint",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "deploymentName": deployment,
+                "savepointLocation": format!("s3://flink-state/savepoints/{namespace}/{name}"),
+            },
+            "status": {"state": "COMPLETED"},
+        })
+    }
+
+    fn create(kubeconfig: &Path, objects: &[Value]) -> Run {
+        run_kubectl(
+            Some(kubeconfig),
+            &["create", "-f", "-"],
+            Some(&stream(objects)),
+        )
+    }
+
+    fn is_webhook_configuration(doc: &Value) -> bool {
+        doc["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("admissionregistration.k8s.io/"))
+    }
+
+    /// Install, uninstall and install again, each as README says: the uninstall removes
+    /// every object the overlay made and nothing else; both CRDs and every Savepoint and
+    /// Deployment stay; the second install succeeds and puts the webhook back in force.
+    #[test]
+    fn uninstalling_the_webhook_keeps_the_crds_and_every_savepoint_and_deployment() {
+        let cluster = ControlPlane::start();
+        let kubeconfig = cluster.kubeconfig_path();
+        install_crds(kubeconfig, cluster.minor()).expect_created();
+        let (_tmp, overlay) = self_managed_copy();
+        let webhook = for_server(kubeconfig, render(&overlay));
+
+        // Objects from before the webhook, and a namespace it leaves alone.
+        let before = [
+            mk_namespace("team-a", false),
+            mk_namespace("excluded", true),
+            mk_deployment("team-a", "app-1"),
+            mk_deployment("team-a", "app-2"),
+            mk_savepoint("team-a", "sp-1", "app-1"),
+            mk_savepoint("team-a", "sp-2", "app-2"),
+        ];
+        let run = create(kubeconfig, &before);
+        assert!(run.success, "{}{}", run.stdout, run.stderr);
+
+        kubectl(
+            Some(kubeconfig),
+            &["apply", "-f", "-"],
+            Some(&stream(&webhook)),
+        );
+        // In force: with no replica to answer (nothing runs pods here), a Savepoint create
+        // in a guarded namespace fails closed.
+        let refused = create(kubeconfig, &[mk_savepoint("team-a", "sp-refused", "app-1")]);
+        assert!(
+            !refused.success
+                && refused
+                    .stderr
+                    .contains("failed calling webhook \"mutate.savepoint-webhook"),
+            "the installed webhook must guard Savepoint creates:\n{}{}",
+            refused.stdout,
+            refused.stderr
+        );
+        let during = [
+            mk_deployment("team-a", "app-3"),
+            mk_deployment("excluded", "app-4"),
+            mk_savepoint("excluded", "sp-3", "app-4"),
+        ];
+        let run = create(kubeconfig, &during);
+        assert!(run.success, "{}{}", run.stdout, run.stderr);
+        let savepoints = names(kubeconfig, SAVEPOINT_CRD);
+        let deployments = names(kubeconfig, DEPLOYMENT_CRD);
+        assert_eq!(savepoints, ["excluded/sp-3", "team-a/sp-1", "team-a/sp-2"]);
+        assert_eq!(
+            deployments,
+            [
+                "excluded/app-4",
+                "team-a/app-1",
+                "team-a/app-2",
+                "team-a/app-3"
+            ]
+        );
+        let crds = [SAVEPOINT_CRD, DEPLOYMENT_CRD]
+            .map(|name| crd(kubeconfig, name).unwrap_or_else(|| panic!("CRD {name} is installed")));
+
+        uninstall(kubeconfig, &webhook);
+        for (name, installed) in [SAVEPOINT_CRD, DEPLOYMENT_CRD].iter().zip(&crds) {
+            let kept = crd(kubeconfig, name).unwrap_or_else(|| panic!("CRD {name} deleted"));
+            assert_eq!(
+                kept["metadata"]["uid"], installed["metadata"]["uid"],
+                "CRD {name} was replaced"
+            );
+            assert!(
+                kept["metadata"].get("deletionTimestamp").is_none(),
+                "{name}"
+            );
+        }
+        assert_eq!(names(kubeconfig, SAVEPOINT_CRD), savepoints);
+        assert_eq!(names(kubeconfig, DEPLOYMENT_CRD), deployments);
+        for doc in &webhook {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            let run = run_kubectl(Some(kubeconfig), &["get", "-f", "-"], Some(&stream([doc])));
+            assert!(
+                is_not_found(&run),
+                "{kind} {name} outlived the uninstall:\n{}{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+        // Nothing calls the webhook any more: the create it refused goes through.
+        let run = create(kubeconfig, &[mk_savepoint("team-a", "sp-refused", "app-1")]);
+        assert!(run.success, "{}{}", run.stdout, run.stderr);
+
+        // Install again: the CRD step leaves the CRDs as they are, the overlay applies
+        // cleanly, and the webhook is back in force.
+        install_crds(kubeconfig, cluster.minor()).expect_left_alone();
+        kubectl(
+            Some(kubeconfig),
+            &["apply", "-f", "-"],
+            Some(&stream(&webhook)),
+        );
+        kubectl(
+            Some(kubeconfig),
+            &["get", "-f", "-"],
+            Some(&stream(&webhook)),
+        );
+        let configurations: Vec<&Value> = webhook
+            .iter()
+            .filter(|d| is_webhook_configuration(d))
+            .collect();
+        assert_eq!(configurations.len(), 3);
+        for (name, installed) in [SAVEPOINT_CRD, DEPLOYMENT_CRD].iter().zip(&crds) {
+            let kept = crd(kubeconfig, name).unwrap_or_else(|| panic!("CRD {name} deleted"));
+            assert_eq!(
+                kept["metadata"]["uid"], installed["metadata"]["uid"],
+                "{name}"
+            );
+        }
+        let mut savepoints = savepoints;
+        savepoints.push("team-a/sp-refused".into());
+        savepoints.sort();
+        assert_eq!(names(kubeconfig, SAVEPOINT_CRD), savepoints);
+        assert_eq!(names(kubeconfig, DEPLOYMENT_CRD), deployments);
+    }
+
+    /// A platform that already defines Deployments keeps its own CRD: README's CRD step
+    /// refuses to create the stand-in, and neither installing nor uninstalling the webhook
+    /// writes to the CRD, whose stricter schema stays in force.
+    #[test]
+    fn a_deployment_crd_that_exists_is_left_as_it_is() {
+        let cluster = ControlPlane::start();
+        let kubeconfig = cluster.kubeconfig_path();
+        let platform = json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": DEPLOYMENT_CRD, "labels": {"owner": "platform"}},
+            "spec": {
+                "group": "appmanager.dataartisans.com",
+                "names": {"kind": "Deployment", "plural": "deployments", "singular": "deployment"},
+                "scope": "Namespaced",
+                "versions": [{
+                    "name": "v1",
+                    "served": true,
+                    "storage": true,
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "required": ["spec"],
+                        "properties": {"spec": {
+                            "type": "object",
+                            "required": ["template"],
+                            "properties": {
+                                "state": {"type": "string", "enum": ["RUNNING", "SUSPENDED", "CANCELLED"]},
+                                "template": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                            },
+                        }},
+                    }},
+                }],
+            },
+        });
+        let run = create(kubeconfig, &[platform]);
+        assert!(run.success, "{}{}", run.stdout, run.stderr);
+        kubectl(
+            Some(kubeconfig),
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=30s",
+                &format!("crd/{DEPLOYMENT_CRD}"),
+            ],
+            None,
+        );
+        let before = crd(kubeconfig, DEPLOYMENT_CRD).expect("the platform's CRD");
+        let unchanged = |step: &str| {
+            let now = crd(kubeconfig, DEPLOYMENT_CRD)
+                .unwrap_or_else(|| panic!("{step} deleted the platform's Deployment CRD"));
+            assert_eq!(
+                now["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+                "{step} wrote to the platform's Deployment CRD"
+            );
+            assert_eq!(now["spec"], before["spec"], "{step}");
+        };
+
+        install_crds(kubeconfig, cluster.minor()).expect_left_alone();
+        unchanged("the CRD step");
+        let (_tmp, overlay) = self_managed_copy();
+        let webhook = for_server(kubeconfig, render(&overlay));
+        kubectl(
+            Some(kubeconfig),
+            &["apply", "-f", "-"],
+            Some(&stream(&webhook)),
+        );
+        unchanged("installing the webhook");
+        uninstall(kubeconfig, &webhook);
+        unchanged("uninstalling the webhook");
+
+        // The platform's schema decides: a Deployment without a template is refused.
+        let mut bare = mk_deployment("default", "no-template");
+        bare["spec"] = json!({"state": "RUNNING"});
+        let run = create(kubeconfig, &[bare]);
+        assert!(
+            !run.success && run.stderr.contains("template"),
+            "the platform's schema must still apply:\n{}{}",
+            run.stdout,
+            run.stderr
+        );
+        let run = create(kubeconfig, &[mk_deployment("default", "app")]);
+        assert!(run.success, "{}{}", run.stdout, run.stderr);
     }
 }

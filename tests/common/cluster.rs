@@ -102,18 +102,33 @@ impl Cluster {
         }
     }
 
-    /// Creates the CRDs and waits until they are Established: those of `deploy/crds/cel/`
-    /// (field rules as CEL) on servers from 1.25, of `deploy/crds/` before.
+    /// Creates the CRDs and waits until they are Established: the Savepoint CRD of
+    /// `deploy/crds/cel/` (field rules as CEL) on servers from 1.25, of `deploy/crds/`
+    /// before, and `deploy/crds/deployments.yaml`.
     pub async fn apply_crds(&self) {
-        let path = if self.minor().await >= 25 {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/cel/crds.yaml")
+        let savepoints = if self.minor().await >= 25 {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/crds/cel/savepoints.yaml"
+            )
         } else {
-            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/crds.yaml")
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/savepoints.yaml")
         };
-        let text = std::fs::read_to_string(path).expect("deploy/crds/crds.yaml is readable");
-        let crds: Vec<CustomResourceDefinition> =
-            serde_saphyr::from_multiple(&text).expect("deploy/crds/crds.yaml parses as CRDs");
-        assert_eq!(crds.len(), 2, "expected two CRDs in {path}");
+        let deployments = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/crds/deployments.yaml");
+        let crds: Vec<CustomResourceDefinition> = [savepoints, deployments]
+            .into_iter()
+            .flat_map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .unwrap_or_else(|e| panic!("{path} is not readable: {e}"));
+                serde_saphyr::from_multiple::<CustomResourceDefinition>(&text)
+                    .unwrap_or_else(|e| panic!("{path} does not parse as CRDs: {e}"))
+            })
+            .collect();
+        assert_eq!(
+            crds.len(),
+            2,
+            "expected one CRD in each of {savepoints} and {deployments}"
+        );
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in &crds {
             api.create(&PostParams::default(), crd)
