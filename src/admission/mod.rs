@@ -86,27 +86,34 @@ pub fn holder_key(request: &Request) -> ObjectKey {
     }
 }
 
-/// The Deployment a Savepoint CREATE restores, as namespace and name: the object whose
-/// `update` a requesting user must be allowed when `--authorize-restores` is on. Resolved
-/// through `lookup` when only `deploymentId` is given; `None` when the request is no
-/// Savepoint CREATE or names no Deployment that exists (the decision refuses those).
-pub fn restore_target(
+/// The Deployment a Savepoint CREATE restores, resolved through `lookup` (by name, or by
+/// `deploymentId` alone); `None` when the request is no Savepoint CREATE or names no
+/// Deployment that exists (the decision refuses those).
+pub fn restored_deployment<'a>(
     request: &Request,
-    lookup: &impl crate::domain::DeploymentLookup,
-) -> Option<(String, String)> {
+    lookup: &'a impl crate::domain::DeploymentLookup,
+) -> Option<&'a crate::domain::DeploymentFacts> {
     if !is_savepoint(request) || request.operation != Some(crate::domain::Operation::Create) {
         return None;
     }
     let object = request.object.as_ref()?;
-    let namespace = request_namespace(request);
-    let facts = crate::domain::deployment::resolve(
+    crate::domain::deployment::resolve(
         lookup,
-        namespace,
+        request_namespace(request),
         fields::spec_str(object, "deploymentName"),
         fields::spec_str(object, "deploymentId"),
     )
-    .ok()?;
-    Some((namespace.to_string(), facts.name.clone()))
+    .ok()
+}
+
+/// The Deployment a Savepoint CREATE restores, as namespace and name: the object whose
+/// `update` a requesting user must be allowed when `--authorize-restores` is on.
+pub fn restore_target(
+    request: &Request,
+    lookup: &impl crate::domain::DeploymentLookup,
+) -> Option<(String, String)> {
+    restored_deployment(request, lookup)
+        .map(|facts| (request_namespace(request).to_string(), facts.name.clone()))
 }
 
 /// What the rules read of an object under review that passed the field rules.

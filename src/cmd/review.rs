@@ -14,7 +14,7 @@ use crate::cli::{ReviewArgs, ReviewOperation};
 use crate::domain::Operation;
 use crate::index::{Index, Store};
 use crate::state::dir::{load_dir, parse_documents};
-use crate::verify::Verifier;
+use crate::verify::{RestoringFlink, Verifier};
 
 /// What `review` concluded.
 pub enum Outcome {
@@ -122,9 +122,10 @@ fn verify_location(
     verifier: &Verifier,
     request: &Request,
     patched: Option<&Value>,
-    policy: &crate::domain::Policy,
+    gate: &Gate,
     decision: Decision,
 ) -> anyhow::Result<Decision> {
+    let policy = gate.policy();
     let mut final_request = request.clone();
     if let Some(object) = patched {
         final_request.object = Some(serde_json::from_value(object.clone())?);
@@ -146,7 +147,16 @@ fn verify_location(
             checked.outcome.describe(&location.to_string())
         );
     }
-    Ok(verifier.judge(decision, checked.as_ref()))
+    let flink = {
+        let index = gate.store().read();
+        admission::restored_deployment(&final_request, &*index).and_then(|facts| {
+            Some(RestoringFlink {
+                deployment: facts.name.clone(),
+                version: facts.flink_version?,
+            })
+        })
+    };
+    Ok(verifier.judge(decision, checked.as_ref(), flink.as_ref()))
 }
 
 /// Runs `review` and prints the response.
@@ -170,7 +180,7 @@ pub fn run(args: &ReviewArgs) -> anyhow::Result<Outcome> {
     let (request, decision, patched) = decide(&review, &gate)?;
     let decision = match args.verify.verifier()? {
         Some(verifier) if request.operation == Some(Operation::Create) && decision.allowed => {
-            verify_location(&verifier, &request, patched.as_ref(), &policy, decision)?
+            verify_location(&verifier, &request, patched.as_ref(), &gate, decision)?
         }
         _ => decision,
     };

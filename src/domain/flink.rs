@@ -1,8 +1,12 @@
-//! Flink releases and the configuration keys each reads: [`FlinkVersion`] (Ververica's
+//! Flink releases, the `_metadata` format each reads ([`newest_metadata_format`]) and the
+//! configuration keys each reads: [`FlinkVersion`] (Ververica's
 //! `spec.template.spec.artifact.flinkVersion`, e.g. `"1.20"`), [`savepoint_dir_keys`] and
 //! [`claim_mode_keys`], as `CheckpointingOptions` and `StateRecoveryOptions` (1.20 on) or
 //! `SavepointConfigOptions` (before) define them in `flink-dist`: current name first,
-//! then the deprecated aliases the release still reads.
+//! then the deprecated aliases the release still reads. Checked against the `flink-dist`
+//! jars of 1.15.4, 1.20.5 and 2.2.1 (PyPI `apache-flink-libraries`, `apache-flink`): their
+//! `MetadataSerializers` end at `MetadataV3Serializer`, `V4` and `V6`, and 1.20 is the
+//! first with `execution.checkpointing.savepoint-dir` and `StateRecoveryOptions`.
 
 use std::fmt;
 
@@ -71,6 +75,37 @@ pub fn claim_mode_keys(version: Option<FlinkVersion>) -> &'static [&'static str]
     }
 }
 
+/// Releases whose metadata format is known: `(first, last, format)`, where `format` is
+/// the `_metadata` version those releases write and the newest they read (their
+/// `MetadataSerializers` register `MetadataV1Serializer` up to `MetadataV<format>`).
+const METADATA_FORMATS: &[((u16, u16), (u16, u16), i32)] = &[
+    ((1, 15), (1, 15), 3),
+    ((1, 16), (1, 20), 4),
+    ((2, 0), (2, 0), 5),
+    ((2, 1), (2, 3), 6),
+];
+
+/// The newest `_metadata` format `version` reads, which is also the one it writes;
+/// `None` for releases outside 1.15 to 2.3.
+pub fn newest_metadata_format(version: FlinkVersion) -> Option<i32> {
+    let at = (version.major, version.minor);
+    METADATA_FORMATS
+        .iter()
+        .find(|(first, last, _)| (*first..=*last).contains(&at))
+        .map(|(_, _, format)| *format)
+}
+
+/// The releases (of 1.15 to 2.3) that write `_metadata` format `format`, e.g. `2.1 to 2.3`.
+pub fn releases_writing(format: i32) -> Option<String> {
+    METADATA_FORMATS
+        .iter()
+        .find(|(_, _, written)| *written == format)
+        .map(|(first, last, _)| match first == last {
+            true => format!("{}.{}", first.0, first.1),
+            false => format!("{}.{} to {}.{}", first.0, first.1, last.0, last.1),
+        })
+}
+
 wire_enum! {
     /// How a job restores from a snapshot (`RestoreMode`, from 1.20 `RecoveryClaimMode`).
     pub enum ClaimMode {
@@ -95,6 +130,20 @@ mod tests {
         assert_eq!(FlinkVersion::parse("2.2-stream1"), v(2, 2));
         assert_eq!(FlinkVersion::parse("latest"), None);
         assert_eq!(FlinkVersion::parse("2"), None);
+    }
+
+    #[test]
+    fn each_release_reads_up_to_the_format_it_writes() {
+        let format = |text| newest_metadata_format(FlinkVersion::parse(text).unwrap());
+        assert_eq!(format("1.15"), Some(3));
+        assert_eq!(format("1.20"), Some(4));
+        assert_eq!(format("2.0"), Some(5));
+        assert_eq!(format("2.2"), Some(6));
+        assert_eq!(format("1.14"), None);
+        assert_eq!(format("2.4"), None);
+        assert_eq!(releases_writing(6).as_deref(), Some("2.1 to 2.3"));
+        assert_eq!(releases_writing(5).as_deref(), Some("2.0"));
+        assert_eq!(releases_writing(2), None);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::admission::{self, Decision, Gate, Reason, decode};
 use crate::authorize::{self, Authorizer};
 use crate::index::metrics::IndexCollector;
 use crate::readiness::Readiness;
+use crate::verify::RestoringFlink;
 use budget::ByteBudget;
 use metrics::{DecisionLabels, Metrics, RequestLabels, RouteLabels};
 
@@ -385,10 +386,18 @@ async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
         }
         _ => None,
     };
+    let flink = checked.as_ref().and_then(|_| {
+        let index = app.gate.store().read();
+        let facts = admission::restored_deployment(&request, &*index)?;
+        Some(RestoringFlink {
+            deployment: facts.name.clone(),
+            version: facts.flink_version?,
+        })
+    });
     let admitted = decide(app, endpoint, &request);
     let gate_allowed = admitted.allowed;
     let decision = match &app.verifier {
-        Some(verifier) => verifier.judge(admitted, checked.as_ref()),
+        Some(verifier) => verifier.judge(admitted, checked.as_ref(), flink.as_ref()),
         None => admitted,
     };
     let decision = match &authorized {

@@ -35,7 +35,9 @@ use crate::domain::{Location, LocationRules};
 use metrics::{LocationCheckLabels, LocationCheckMetrics};
 
 pub use args::VerifyArgs;
-pub use outcome::{Mode, Outcome, Verdict, apply, verdict};
+pub use outcome::{
+    Mode, Outcome, RestoringFlink, Verdict, apply, incompatibility, verdict, verdict_for,
+};
 pub use store::{S3Addressing, StoreSettings};
 pub use target::{Target, TargetRules};
 
@@ -327,12 +329,18 @@ impl Verifier {
         Some((location, checked))
     }
 
-    /// Applies a check's outcome to a decision under the configured mode.
-    pub fn judge(&self, decision: Decision, checked: Option<&(Location, Checked)>) -> Decision {
+    /// Applies a check's outcome to a decision under the configured mode; `flink`, the
+    /// Flink that would restore from the location, when its version is known.
+    pub fn judge(
+        &self,
+        decision: Decision,
+        checked: Option<&(Location, Checked)>,
+        flink: Option<&RestoringFlink>,
+    ) -> Decision {
         match checked {
             Some((location, checked)) => apply(
                 decision,
-                verdict(self.mode(), &checked.outcome, &location.to_string()),
+                verdict_for(self.mode(), &checked.outcome, &location.to_string(), flink),
             ),
             None => decision,
         }

@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::header::{self, Header, NotFlink};
 use crate::admission::{Decision, Reason};
+use crate::domain::flink::{FlinkVersion, newest_metadata_format, releases_writing};
 
 /// What the webhook does with the outcome of a location check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -147,13 +148,59 @@ pub enum Verdict {
     Deny(String),
 }
 
+/// The Flink that would restore from a location: the Deployment's name and its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoringFlink {
+    /// The Deployment's name.
+    pub deployment: String,
+    /// Its `flinkVersion`.
+    pub version: FlinkVersion,
+}
+
+/// Why `flink` cannot read a snapshot of metadata `format`, or `None` when it can or when
+/// its release is not one whose formats are known (no verdict, no noise).
+pub fn incompatibility(format: i32, flink: &RestoringFlink, location: &str) -> Option<String> {
+    let newest = newest_metadata_format(flink.version)?;
+    if format <= newest {
+        return None;
+    }
+    let writers = releases_writing(format)
+        .map(|releases| format!(", which Flink {releases} writes"))
+        .unwrap_or_default();
+    Some(format!(
+        "{location}/_metadata has Flink metadata format version {format}{writers}; Deployment {:?} runs Flink {}, which reads up to version {newest}: its restore would fail with \"Unrecognized checkpoint version number\"",
+        flink.deployment, flink.version
+    ))
+}
+
 /// Maps an outcome for `location` to a verdict under `mode`: in `warn` every outcome but
 /// verified is a warning; in `deny` a missing, non-Flink (a FIFO or other non-regular
 /// file too), unknown-version or mismatched `_metadata` is refused, and "could not check"
 /// stays a warning, whatever kept the read from happening (a timeout, no free read slot):
 /// such a location is admitted, never silently, with a warning saying why it was not read.
 pub fn verdict(mode: Mode, outcome: &Outcome, location: &str) -> Verdict {
+    verdict_for(mode, outcome, location, None)
+}
+
+/// [`verdict`], and for a verified snapshot `flink` cannot read (see [`incompatibility`])
+/// a warning in `warn` and a refusal in `deny`.
+pub fn verdict_for(
+    mode: Mode,
+    outcome: &Outcome,
+    location: &str,
+    flink: Option<&RestoringFlink>,
+) -> Verdict {
     let message = || format!("spec.savepointLocation: {}", outcome.describe(location));
+    if let (Some(flink), Outcome::Verified { version, .. }) = (flink, outcome)
+        && let Some(why) = incompatibility(*version, flink, location)
+    {
+        let message = format!("spec.savepointLocation: {why}");
+        return match mode {
+            Mode::Off => Verdict::Silent,
+            Mode::Warn => Verdict::Warn(message),
+            Mode::Deny => Verdict::Deny(message),
+        };
+    }
     match (mode, outcome) {
         (Mode::Off, _) | (_, Outcome::Verified { .. }) => Verdict::Silent,
         (Mode::Warn, _) | (Mode::Deny, Outcome::CouldNotCheck { .. }) => Verdict::Warn(message()),

@@ -652,3 +652,38 @@ async fn stuck_reads_hold_only_their_own_slots_and_paths() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn a_format_the_deployments_flink_cannot_read_is_its_own_finding() {
+    use crate::domain::FlinkVersion;
+    use crate::verify::{RestoringFlink, verdict_for};
+    let at = "s3://flink-state/savepoints/sp-2";
+    let written_by_2_2 = Outcome::Verified {
+        checkpoint_id: 7,
+        version: 6,
+    };
+    let flink = |version: &str| RestoringFlink {
+        deployment: "app".into(),
+        version: FlinkVersion::parse(version).unwrap(),
+    };
+    let old = flink("1.20");
+    let Verdict::Deny(message) = verdict_for(Mode::Deny, &written_by_2_2, at, Some(&old)) else {
+        panic!("deny mode refuses a format Flink 1.20 cannot read");
+    };
+    assert!(
+        message.contains("format version 6, which Flink 2.1 to 2.3 writes")
+            && message.contains("Deployment \"app\" runs Flink 1.20, which reads up to version 4"),
+        "{message}"
+    );
+    assert!(matches!(
+        verdict_for(Mode::Warn, &written_by_2_2, at, Some(&old)),
+        Verdict::Warn(_)
+    ));
+    for readers in [Some(flink("2.2")), Some(flink("1.9")), None] {
+        assert_eq!(
+            verdict_for(Mode::Deny, &written_by_2_2, at, readers.as_ref()),
+            Verdict::Silent,
+            "a reader that can read it, or one whose formats are unknown: no verdict"
+        );
+    }
+}
