@@ -1,7 +1,7 @@
-//! Gauge families read at scrape time: [`encode_gauges`], shared by the collectors of the
-//! index and of the reconciler.
+//! Gauge families read at scrape time: [`encode_gauges`] and [`encode_gauge`], shared by
+//! the collectors of the index, of the reconciler and of the process.
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Encodes one gauge family with a single label, read at scrape time.
@@ -16,8 +16,23 @@ pub fn encode_gauges(
         encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
     for (value, count) in values {
         let labels = [(label, value)];
-        ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
-            .encode(family.encode_family(&labels)?)?;
+        ConstGauge::new(saturating_i64(count)).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// Encodes one gauge family without labels, read at scrape time.
+pub fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// `value` as an `i64`, `i64::MAX` when it does not fit.
+pub fn saturating_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }

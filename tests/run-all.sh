@@ -5,6 +5,7 @@
 #      kube-apiserver, kubectl 1.37.2 and etcd 3.6.16 built once with the machine's Go
 #      from the module proxy and cached (cold builds take minutes; later runs well under
 #      a second); tests/provision-flink.sh: Flink and moto for location verification;
+#      tests/provision-prometheus.sh: promtool, which tests/metrics.rs runs on scrapes;
 #   2. cargo fmt --check and cargo clippy (all targets, feature e2e, warnings denied);
 #   3. cargo test --all-targets --features e2e: unit, HTTPS, CLI and end-to-end tests,
 #      the end-to-end ones against 1.20.2;
@@ -48,6 +49,14 @@ if ! flink_env=$(tests/provision-flink.sh --print-env); then
   exit 1
 fi
 eval "$flink_env"
+
+step "provision promtool for the metrics tests (tests/provision-prometheus.sh)"
+if ! prometheus_env=$(tests/provision-prometheus.sh --print-env); then
+  echo "run-all: tests/provision-prometheus.sh failed; see its output above" >&2
+  exit 1
+fi
+eval "$prometheus_env"
+echo "run-all: SAVEPOINT_WEBHOOK_PROMTOOL=$SAVEPOINT_WEBHOOK_PROMTOOL" >&2
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -5,10 +5,9 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::Store;
-use crate::gauges::encode_gauges;
+use crate::gauges::{encode_gauge, encode_gauges, saturating_i64};
 
 /// Reads index sizes at scrape time.
 #[derive(Debug)]
@@ -30,13 +29,12 @@ impl Collector for IndexCollector {
                 ("provisional", sizes.provisional),
             ],
         )?;
-        let bytes = ConstGauge::new(i64::try_from(sizes.provisional_bytes).unwrap_or(i64::MAX));
-        bytes.encode(encoder.encode_descriptor(
+        encode_gauge(
+            &mut encoder,
             "savepoint_webhook_provisional_hold_bytes",
             "Bytes the provisional holds account for, bounded by --max-hold-bytes",
-            None,
-            bytes.metric_type(),
-        )?)?;
+            saturating_i64(sizes.provisional_bytes),
+        )?;
         let shed = ConstCounter::new(sizes.provisional_shed);
         shed.encode(encoder.encode_descriptor(
             "savepoint_webhook_provisional_holds_shed",

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto::Builder;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -206,6 +207,7 @@ fn route_label(path: &str) -> &'static str {
 async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let route = route_label(request.uri().path());
     let started = Instant::now();
+    let _in_flight = InFlight::enter(&app.metrics, route);
     let response = next.run(request).await;
     app.metrics
         .latency
@@ -221,6 +223,27 @@ async fn observe(State(app): State<Arc<App>>, request: Request, next: Next) -> R
     response
 }
 
+/// A request counted in `savepoint_webhook_http_requests_in_flight` until dropped, also
+/// when its handler is cancelled.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn enter(metrics: &Metrics, route: &'static str) -> Self {
+        let gauge = metrics
+            .in_flight
+            .get_or_create(&RouteLabels { route })
+            .clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.readiness.is_ready() {
         (StatusCode::OK, "ready").into_response()
@@ -233,14 +256,19 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &app.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+/// `GET /metrics`: OpenMetrics when the `Accept` header asks for it, the Prometheus text
+/// format 0.0.4 otherwise (see [`metrics::Format::negotiate`]).
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = metrics::Format::negotiate(accept);
+    match metrics::encode(&app.registry, format) {
+        Ok(text) => (
+            [
+                (header::CONTENT_TYPE, format.content_type()),
+                (header::VARY, "accept"),
+            ],
             text,
         )
             .into_response(),
