@@ -75,10 +75,13 @@ pub fn claim_mode_keys(version: Option<FlinkVersion>) -> &'static [&'static str]
     }
 }
 
+/// A release line as `(major, minor)`.
+type Release = (u16, u16);
+
 /// Releases whose metadata format is known: `(first, last, format)`, where `format` is
 /// the `_metadata` version those releases write and the newest they read (their
 /// `MetadataSerializers` register `MetadataV1Serializer` up to `MetadataV<format>`).
-const METADATA_FORMATS: &[((u16, u16), (u16, u16), i32)] = &[
+const METADATA_FORMATS: &[(Release, Release, i32)] = &[
     ((1, 15), (1, 15), 3),
     ((1, 16), (1, 20), 4),
     ((2, 0), (2, 0), 5),
