@@ -1069,7 +1069,7 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            if index_entries(&metrics, "deployments").is_some_and(|n| n >= 1) {
+            if index_entries(&metrics, "deployments").is_some_and(|n| n >= 3) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1080,6 +1080,12 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
     cluster
         .create_deployment(mk_deployment("verify", "app", Some("3")))
         .await;
+    // Deployments on two Flink releases: 1.20 reads metadata up to format 4, 2.2 up to 6.
+    for (name, flink) in [("app-flink-1-20", "1.20"), ("app-flink-2-2", "2.2")] {
+        let mut deployment = mk_deployment("verify", name, Some("3"));
+        deployment["spec"]["template"]["spec"]["artifact"] = json!({ "flinkVersion": flink });
+        cluster.create_deployment(deployment).await;
+    }
     if tokio::time::timeout(Duration::from_secs(60), ready)
         .await
         .is_err()
@@ -1136,6 +1142,40 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
         "{:?}",
         reply.warnings
     );
+
+    // The same snapshot for a Deployment whose Flink cannot read its format: refused,
+    // naming both; for one that can: admitted.
+    let format = match savepoint_webhook::verify::header::parse(&f.retained.metadata()) {
+        savepoint_webhook::verify::header::Header::Flink { version, .. } => version,
+        other => panic!("the retained checkpoint's header: {other:?}"),
+    };
+    let old_flink = mk_savepoint(
+        "verify",
+        "chk-old-flink",
+        "app-flink-1-20",
+        &f.retained.path,
+    );
+    let reply = cluster.create_savepoint(&old_flink, false).await;
+    if format > 4 {
+        let message = reply
+            .refusal("a snapshot format Flink 1.20 cannot read")
+            .to_string();
+        assert!(
+            message.contains(&format!("has Flink metadata format version {format}"))
+                && message.contains(
+                    "Deployment \"app-flink-1-20\" runs Flink 1.20, which reads up to version 4"
+                ),
+            "{message}"
+        );
+        eprintln!("verify: Flink 1.20 Deployment, format {format} snapshot: refused: {message}");
+    } else {
+        reply.savepoint("a snapshot format Flink 1.20 reads");
+    }
+    let new_flink = mk_savepoint("verify", "chk-new-flink", "app-flink-2-2", &f.retained.path);
+    cluster
+        .create_savepoint(&new_flink, false)
+        .await
+        .savepoint("a snapshot format Flink 2.2 reads");
 
     let started = Instant::now();
     let reply = cluster
