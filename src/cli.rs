@@ -204,7 +204,12 @@ pub struct ServeArgs {
     /// Most concurrent HTTP/2 streams per connection.
     #[arg(long, default_value_t = 128)]
     pub max_concurrent_streams: u32,
-    /// Time in-flight requests get to finish after SIGTERM.
+    /// Time between SIGTERM and closing the listener: /readyz answers 503 at once, but
+    /// requests are still accepted and answered until the endpoints no longer route here
+    /// (a second signal skips the rest).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+    /// Time in-flight requests get to finish once the listener is closed.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Objects per page of the initial list from the Kubernetes API.

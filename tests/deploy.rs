@@ -254,7 +254,11 @@ async fn base_manifests_match_the_server() {
             "--listen",
             "0.0.0.0:8443",
             "--verify-location",
-            "off"
+            "off",
+            "--shutdown-delay",
+            "5s",
+            "--drain-timeout",
+            "20s"
         ]
     );
     let mount = &container["volumeMounts"][0];

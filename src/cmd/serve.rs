@@ -1,5 +1,5 @@
 //! `serve`: build the index and its feed, check the certificate, bind, and serve until
-//! SIGTERM or Ctrl-C.
+//! SIGTERM or Ctrl-C, then shut down without refusing a request (see [`run`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::admission::Gate;
 use crate::authorize::Authorizer;
@@ -59,8 +60,10 @@ fn self_signed_files(dir: Option<&std::path::Path>) -> anyhow::Result<CertFiles>
 }
 
 /// Runs `serve`: every long-lived task under one [`Supervisor`]. SIGTERM or Ctrl-C makes
-/// the process unready, gives up the Lease and drains in-flight requests; a task that ends
-/// does the same and fails the process with its cause.
+/// the process unready and gives up the Lease at once, keeps serving for
+/// `--shutdown-delay` (a second signal cuts it short), then closes the listener and drains
+/// in-flight requests. A task that ends does the same without the delay and fails the
+/// process with its cause.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let files = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => CertFiles {
@@ -164,25 +167,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
+    // Registered before the port is bound: from then on a signal starts the shutdown
+    // sequence instead of ending the process.
+    let mut signals = Signals::new();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving /mutate and /validate over TLS");
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
-    let shutdown = async {
-        tokio::select! {
-            () = shutdown_signal() => {
-                tracing::info!("shutting down: not ready, draining in-flight requests");
-            }
-            ended = tasks.first_exit() => {
-                tracing::error!(error = %ended, "a long-lived task ended; shutting down: not ready, draining in-flight requests");
-                let _ = failed_tx.send(ended);
-            }
-        }
-        readiness.begin_shutdown();
+    let release = || async {
         if let Some(elector) = &elector {
             elector.release().await;
         }
+    };
+    let shutdown = async {
+        tokio::select! {
+            () = signals.next() => {
+                tracing::info!(delay = ?args.shutdown_delay, "shutting down: not ready, still serving until the endpoints stop routing here");
+                readiness.begin_shutdown();
+                let delay = async {
+                    tokio::select! {
+                        () = tokio::time::sleep(args.shutdown_delay) => {}
+                        () = signals.next() => {
+                            tracing::info!("second signal: skipping the rest of the shutdown delay");
+                        }
+                        ended = tasks.first_exit() => {
+                            tracing::error!(error = %ended, "a long-lived task ended during the shutdown delay");
+                            let _ = failed_tx.send(ended);
+                        }
+                    }
+                };
+                tokio::join!(release(), delay);
+            }
+            ended = tasks.first_exit() => {
+                tracing::error!(error = %ended, "a long-lived task ended; shutting down: not ready");
+                let _ = failed_tx.send(ended);
+                readiness.begin_shutdown();
+                release().await;
+            }
+        }
+        tracing::info!(timeout = ?args.drain_timeout, "closing the listener, draining in-flight requests");
     };
     serve(listener, Arc::new(tls), router(app), limits, shutdown).await;
     tasks.shutdown().await;
@@ -244,17 +268,40 @@ fn start_reconciler(
     elector
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// SIGTERM and Ctrl-C (SIGINT), each delivery one event; handled from [`Signals::new`] on.
+struct Signals {
+    term: Option<Signal>,
+    interrupt: Option<Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        let handle = |kind: SignalKind, name: &str| {
+            signal(kind)
+                .inspect_err(
+                    |err| tracing::warn!(error = %err, signal = name, "cannot handle the signal"),
+                )
+                .ok()
+        };
+        Self {
+            term: handle(SignalKind::terminate(), "SIGTERM"),
+            interrupt: handle(SignalKind::interrupt(), "SIGINT"),
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        async fn recv(signal: Option<&mut Signal>) {
+            if let Some(signal) = signal
+                && signal.recv().await.is_some()
+            {
+                return;
+            }
+            std::future::pending().await
+        }
+        tokio::select! {
+            () = recv(self.term.as_mut()) => {}
+            () = recv(self.interrupt.as_mut()) => {}
         }
     }
 }

@@ -113,6 +113,19 @@ impl Guarded {
         None
     }
 
+    /// Sends `signal` (`TERM`, `INT`, ...) without waiting for the process to react.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{signal}: {e}"));
+        assert!(
+            status.success(),
+            "kill -{signal} {} failed",
+            self.child.id()
+        );
+    }
+
     /// The process id (the program's own: the watchdog `exec`s it).
     pub fn pid(&self) -> u32 {
         self.child.id()

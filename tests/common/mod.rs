@@ -1,13 +1,14 @@
 //! Helpers of the end-to-end tests, one concern per module: a real control plane
 //! ([`control_plane`]), certificates ([`certs`]), the real webhook binary serving over TLS
-//! ([`webhook`]), a client for the test cluster ([`cluster`]); manifests and reviews come
-//! from the shared testkit ([`kit`]).
+//! ([`webhook`]), a client for the test cluster ([`cluster`]), one port in front of several
+//! replicas ([`forwarder`]); manifests and reviews come from the shared testkit ([`kit`]).
 
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
 pub mod cluster;
 pub mod control_plane;
+pub mod forwarder;
 #[path = "../support/kit.rs"]
 pub mod kit;
 pub mod webhook;
@@ -20,6 +21,7 @@ pub use cluster::{
     write_webhook_kubeconfig,
 };
 pub use control_plane::{free_port, log_tail};
+pub use forwarder::Forwarder;
 pub use kit::{NIL_UUID, mk_deployment, mk_savepoint};
 pub use webhook::{Webhook, index_entries};
 

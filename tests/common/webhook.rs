@@ -89,6 +89,17 @@ impl Webhook {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The status GET /readyz answers, `None` when it cannot be asked.
+    pub async fn readyz_status(&self) -> Option<u16> {
+        let response = self.http.get(format!("{}/readyz", self.url())).send().await;
+        response.ok().map(|r| r.status().as_u16())
+    }
+
     /// Kills the webhook (SIGKILL); a no-op when it is not running.
     pub fn stop(&mut self) {
         if let Some(process) = self.process.take() {
@@ -101,6 +112,31 @@ impl Webhook {
         self.process
             .take()
             .and_then(|process| process.terminate(Duration::from_secs(30)))
+    }
+
+    /// Sends SIGTERM without waiting (see [`Webhook::wait_exit`]); a no-op when it is not
+    /// running.
+    pub fn signal_terminate(&self) {
+        if let Some(process) = &self.process {
+            process.signal("TERM");
+        }
+    }
+
+    /// Waits at most `timeout` for the process to exit, without blocking the runtime; its
+    /// exit status, or `None` when it still runs (or was not running).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.process.as_mut()?.exited();
+            if let Some(status) = status {
+                self.process = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Starts the webhook again with the same flags and port (a no-op when running) and
