@@ -78,9 +78,10 @@ async fn stream(
         } else {
             format!("s3://flink-state/rollout/{name}")
         };
-        let reply = cluster
-            .create_savepoint(&mk_savepoint(NS, &name, "app", &location), false)
-            .await;
+        // The platform's own origin: kept on a location of its own, COPIED on the held one.
+        let mut manifest = mk_savepoint(NS, &name, "app", &location);
+        manifest["spec"]["origin"] = "USER_REQUEST".into();
+        let reply = cluster.create_savepoint(&manifest, false).await;
         let result = if reply.ok() {
             serde_json::from_value(reply.body.clone()).map_err(|e| format!("not a Savepoint: {e}"))
         } else {

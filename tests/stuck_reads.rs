@@ -279,6 +279,9 @@ async fn serve_exits_within_the_drain_timeout_on_sigterm_with_fifo_reads_pending
         &root_arg,
         "--drain-timeout",
         "3s",
+        // No delay before draining: the bound under test is the drain.
+        "--shutdown-delay",
+        "0s",
     ])
     .await;
     let api = served.api.clone();

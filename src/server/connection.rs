@@ -44,6 +44,7 @@ use axum::body::{Body, Bytes};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
@@ -312,6 +313,15 @@ pub(super) async fn serve_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let limits = &shared.limits;
+    // A second handle of the socket outlives the TLS stream, for `linger`.
+    let Some((stream, lingering)) = stream
+        .into_std()
+        .and_then(|socket| Ok((socket.try_clone()?, socket)))
+        .ok()
+        .and_then(|(dup, socket)| Some((TcpStream::from_std(socket).ok()?, dup)))
+    else {
+        return;
+    };
     let tls = tokio::select! {
         handshake = tokio::time::timeout(limits.handshake_timeout, shared.acceptor.accept(stream)) => {
             match handshake {
@@ -370,8 +380,7 @@ pub(super) async fn serve_connection(
             }
         })
     };
-    let connection = shared.builder.serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
+    let mut connection = Box::pin(shared.builder.serve_connection(TokioIo::new(tls), service));
     let mut closing: Option<(Closing, Instant)> = None;
     loop {
         let now = Instant::now();
@@ -381,6 +390,8 @@ pub(super) async fn serve_connection(
                 if let Err(err) = ended {
                     tracing::debug!(%peer, error = %err, "connection ended with an error");
                 }
+                drop(connection);
+                linger(lingering, limits.header_timeout.min(LINGER)).await;
                 return;
             }
             _ = drain.changed(), if closing.is_none() => {
@@ -412,6 +423,27 @@ pub(super) async fn serve_connection(
             },
         }
     }
+}
+
+/// Longest wait for a peer to close after the server did.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a finished connection the way HTTP servers do: no more writing (FIN), then what
+/// the peer still sends is read and dropped until it closes too or `within` passes. A
+/// request that crossed the server's GOAWAY then ends in the peer reading that GOAWAY (and
+/// retrying elsewhere), not in a reset that discards it unread.
+async fn linger(socket: std::net::TcpStream, within: Duration) {
+    let Ok(mut socket) = TcpStream::from_std(socket) else {
+        return;
+    };
+    if socket.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(within, async {
+        while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 #[cfg(test)]
