@@ -304,9 +304,7 @@ const OPENING: usize = 16;
 /// [`IDLE_CONNECTIONS`] HTTP/2 connections that each get one answer and then stay quiet,
 /// held open until the end; a new client tries its luck once they are all open.
 async fn idle_slots(ctx: &Ctx) -> Result<Run> {
-    let body = Bytes::from(serde_json::to_vec(&reviews::read_fixture(
-        "savepoint-dryrun.json",
-    )?)?);
+    let body = Bytes::from(serde_json::to_vec(&read_fixture("savepoint-dryrun.json")?)?);
     let opening = Instant::now();
     let opened = futures::stream::iter(0..IDLE_CONNECTIONS)
         .map(|_| {

@@ -33,6 +33,8 @@
 mod cli;
 mod client;
 mod floods;
+#[path = "../support/harness.rs"]
+mod harness;
 mod report;
 mod reviews;
 mod server;
@@ -63,6 +65,7 @@ use tokio_rustls::TlsConnector;
 use cli::*;
 use client::*;
 use floods::*;
+use harness::*;
 use report::*;
 use reviews::{Fill, Template};
 use server::*;

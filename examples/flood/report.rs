@@ -16,19 +16,6 @@ pub(crate) struct Row {
     pub(crate) exited: Option<String>,
 }
 
-/// `1234567` as `1 234 567`.
-pub(crate) fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn size(bytes: usize) -> String {
     if bytes < 1024 {
         format!("{bytes} B")

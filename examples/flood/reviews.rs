@@ -11,14 +11,6 @@ const UID_HOLE: &str = "@@uid@@";
 const NAME_HOLE: &str = "@@name@@";
 const LOCATION_HOLE: &str = "@@location@@";
 
-pub(crate) fn read_fixture(name: &str) -> Result<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 /// The captured create, compact, as the API server sends it.
 pub(crate) fn fixture_create() -> Result<Bytes> {
     Ok(serde_json::to_vec(&read_fixture("savepoint-create.json")?)?.into())

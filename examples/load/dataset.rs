@@ -80,14 +80,6 @@ pub(crate) struct Pool {
     pub(crate) referenced: Vec<SavepointFacts>,
 }
 
-pub(crate) fn read_fixture(name: &str) -> Result<Value> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
 /// Rewrites a captured AdmissionReview for another Savepoint.
 pub(crate) fn rewrite(
     template: &Value,

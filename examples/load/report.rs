@@ -2,19 +2,6 @@
 
 use super::*;
 
-/// `1234567` as `1 234 567`.
-pub(crate) fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
-
 pub(crate) fn micros(ns: u64) -> String {
     let us = ns as f64 / 1000.0;
     if us < 10.0 {
