@@ -6,6 +6,7 @@
 #      from the module proxy and cached (cold builds take minutes; later runs well under
 #      a second); tests/provision-flink.sh: Flink and moto for location verification;
 #      tests/provision-prometheus.sh: promtool, which tests/metrics.rs runs on scrapes;
+#      tests/provision-helm.sh: helm v3, built once from its Go module for tests/helm.rs;
 #   2. cargo fmt --check and cargo clippy (all targets, feature e2e, warnings denied);
 #   3. cargo test --all-targets --features e2e: unit, HTTPS, CLI and end-to-end tests,
 #      the end-to-end ones against 1.20.2;
@@ -58,6 +59,14 @@ fi
 eval "$prometheus_env"
 echo "run-all: SAVEPOINT_WEBHOOK_PROMTOOL=$SAVEPOINT_WEBHOOK_PROMTOOL" >&2
 
+step "provision helm for the chart tests (tests/provision-helm.sh)"
+if ! helm_env=$(tests/provision-helm.sh --print-env); then
+  echo "run-all: tests/provision-helm.sh failed; see its output above" >&2
+  exit 1
+fi
+eval "$helm_env"
+echo "run-all: SAVEPOINT_WEBHOOK_HELM=$SAVEPOINT_WEBHOOK_HELM" >&2
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -71,7 +80,7 @@ step "cargo test --all-targets --features e2e --no-fail-fast (end-to-end on Kube
 cargo test --all-targets --features e2e --no-fail-fast
 
 # Every test file that runs against the control plane.
-e2e_tests=(e2e reconcile_e2e deploy faults fail_open cel_parity soak cold_start verify tenants rollout)
+e2e_tests=(e2e reconcile_e2e deploy faults fail_open cel_parity soak cold_start verify tenants rollout helm)
 step "end-to-end suites on Kubernetes $current_version: ${e2e_tests[*]}"
 SAVEPOINT_WEBHOOK_KUBE_APISERVER="$SAVEPOINT_WEBHOOK_KUBE_APISERVER_CURRENT" \
 SAVEPOINT_WEBHOOK_ETCD="$SAVEPOINT_WEBHOOK_ETCD_CURRENT" \
