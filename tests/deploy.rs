@@ -10,8 +10,8 @@
 //! kube-apiserver 1.20, whose OpenAPI schema kubectl also checks every field against; the
 //! RBAC, really applied, grants what the webhook needs and no more. README's install and
 //! uninstall steps, run as written, keep the CRDs and every Savepoint and Deployment, and
-//! never change a Deployment CRD that was there before. `SAVEPOINT_WEBHOOK_KUBECTL` names
-//! another kubectl to use (for example kubectl 1.20, whose kustomize is v2.0).
+//! never change a Deployment CRD that was there before. No kustomization uses a field
+//! kustomize calls deprecated. `SAVEPOINT_WEBHOOK_KUBECTL` names another kubectl to use.
 #![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 
 use std::io::{BufRead, BufReader};
@@ -442,10 +442,21 @@ mod e2e {
         run.stdout
     }
 
-    /// `kubectl kustomize DIR`, parsed. Warnings (deprecated v2 fields) go to stderr.
+    /// `kubectl kustomize DIR`, parsed; the kustomization must use no deprecated field
+    /// (kustomize warns on stderr).
     fn render(dir: &Path) -> Vec<Value> {
-        let text = kubectl(None, &["kustomize", &dir.display().to_string()], None);
-        parse_yaml(&text)
+        let run = run_kubectl(None, &["kustomize", &dir.display().to_string()], None);
+        assert!(
+            run.success,
+            "kubectl kustomize {dir:?} failed:\n{}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("deprecated"),
+            "kubectl kustomize {dir:?} warns:\n{}",
+            run.stderr
+        );
+        parse_yaml(&run.stdout)
     }
 
     /// Copies `deploy/{base,overlays/self-managed}` to a temp dir (without any local
