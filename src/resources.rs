@@ -118,9 +118,23 @@ pub struct DeploymentTemplate {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
 pub struct DeploymentTemplateSpec {
-    /// Flink configuration; the webhook reads `state.savepoints.dir`.
+    /// The job's artifact; the webhook reads its Flink version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+    /// Flink configuration; the webhook reads the savepoint directory and the claim mode
+    /// under the keys the artifact's Flink version reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flink_configuration: Option<BTreeMap<String, String>>,
+}
+
+/// The artifact of a Deployment's job.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+pub struct Artifact {
+    /// The Flink release the job runs on, `MAJOR.MINOR` (e.g. `"1.20"`, `"2.2"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flink_version: Option<String>,
 }
 
 /// Both CRDs, made structural for API servers back to 1.20 and with no status subresource
