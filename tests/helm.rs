@@ -526,6 +526,10 @@ fn values_change_what_they_name() {
         [
             "--verify-location",
             "deny",
+            "--shutdown-delay",
+            "5s",
+            "--drain-timeout",
+            "20s",
             "--verify-timeout",
             "1s",
             "--verify-file-root",
