@@ -12,11 +12,15 @@ use crate::domain::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
 use crate::domain::{Policy, ReferenceScope, SharedDelete, TenantLocations};
 use crate::duration::parse_duration;
 use crate::index::HoldLimits;
+use crate::logging::LogFormat;
 
 /// Admission webhook for Ververica-style Flink Savepoint resources.
 #[derive(Debug, Parser)]
 #[command(name = "savepoint-webhook", version)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SAVEPOINT_WEBHOOK_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -9,8 +9,8 @@ static ALLOCATOR: savepoint_webhook::Allocator = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    savepoint_webhook::logging::init();
     let cli = Cli::parse();
+    savepoint_webhook::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
