@@ -28,9 +28,7 @@ pub fn init(format: LogFormat) {
         .with_ansi(false)
         .with_env_filter(filter);
     match format {
-        LogFormat::Text => builder
-            .with_writer(|| PrintableWriter(io::stderr()))
-            .init(),
+        LogFormat::Text => builder.with_writer(|| PrintableWriter(io::stderr())).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
