@@ -1,5 +1,6 @@
 //! The command line: one subcommand per job; the doc comments are the `--help` text.
 
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,18 +9,35 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::domain::location::{DEFAULT_MAX_LEN, DEFAULT_SCHEMES, LocationRules};
+use crate::domain::location::{DEFAULT_MAX_LEN, LocationRules};
 use crate::domain::{Policy, ReferenceScope, SharedDelete, TenantLocations};
 use crate::duration::parse_duration;
 use crate::index::HoldLimits;
+use crate::logging::LogFormat;
 
 /// Admission webhook for Ververica-style Flink Savepoint resources.
 #[derive(Debug, Parser)]
 #[command(name = "savepoint-webhook", version)]
 pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SAVEPOINT_WEBHOOK_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// [`crate::domain::location::DEFAULT_SCHEMES`] as `--schemes` takes them.
+pub const DEFAULT_SCHEMES_FLAG: &str = "s3,s3a,s3p,gs,hdfs,viewfs,wasb,wasbs,abfs,abfss,oss,file";
+
+/// Writes `text` to stdout; a reader that has gone away (`| head`) is not an error, so
+/// the rest of the output is dropped quietly.
+pub fn print_out(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// Subcommands.
@@ -27,7 +45,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve /mutate and /validate over TLS, fed by the cluster or a state directory.
     Serve(Box<ServeArgs>),
-    /// Review one manifest or AdmissionReview offline and print the answer.
+    /// Review manifests or AdmissionReviews offline and print the answers; exit 1 if any is denied.
     Review(ReviewArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(CrdsArgs),
@@ -82,7 +100,7 @@ pub struct PolicyArgs {
     #[arg(long, value_enum, default_value_t = ReferenceScope::Namespace, env = "SAVEPOINT_WEBHOOK_SCOPE")]
     pub scope: ReferenceScope,
     /// Accepted location schemes, comma separated.
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_SCHEMES.iter().map(|s| s.to_string()))]
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_SCHEMES_FLAG)]
     pub schemes: Vec<String>,
     /// Longest accepted location, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_LEN)]
@@ -251,21 +269,44 @@ pub enum ReviewOperation {
     Update,
 }
 
+/// Output format of `review`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReviewOutput {
+    /// One row per document, then each denial and warning in full.
+    Table,
+    /// One document: its AdmissionReview response; several: an array of
+    /// {file, document, review}.
+    Json,
+    /// JUnit XML, one testcase per document, failed when denied (or warned, with
+    /// --fail-on-warning).
+    Junit,
+}
+
 /// Flags of `review`.
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("verify_location", |arg| arg.default_value("off")))]
 pub struct ReviewArgs {
-    /// A Savepoint manifest (YAML or JSON) or a whole AdmissionReview.
-    pub file: PathBuf,
+    /// Savepoint manifests (YAML or JSON, several documents each), AdmissionReviews, or
+    /// directories of them (every *.yaml, *.yml and *.json directly inside).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format [default: json for one document, table for several]
+    #[arg(long, value_enum)]
+    pub output: Option<ReviewOutput>,
+    /// Exit 1 also when an admitted document has warnings.
+    #[arg(long)]
+    pub fail_on_warning: bool,
     /// Directory of Deployment and Savepoint manifests the decision sees.
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// Operation to simulate for a manifest (an AdmissionReview carries its own).
+    /// Operation to simulate for manifests (an AdmissionReview carries its own); UPDATE
+    /// takes one manifest.
     #[arg(long, value_enum, default_value_t = ReviewOperation::Create)]
     pub operation: ReviewOperation,
     /// The stored object an UPDATE replaces.
     #[arg(long)]
     pub old: Option<PathBuf>,
-    /// Also print the object after the patch.
+    /// Also print the object after the patch (json output).
     #[arg(long)]
     pub patched: bool,
     /// Decision settings.
@@ -339,8 +380,17 @@ pub enum OutputFormat {
 #[derive(Clone, Debug, Args)]
 pub struct AuditArgs {
     /// Audit the manifests in this directory instead of the cluster from the kubeconfig.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
     pub state: Option<PathBuf>,
+    /// Audit only the Savepoints of this namespace [default: every namespace]
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Kubeconfig file [default: KUBECONFIG, else ~/.kube/config, else in-cluster]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context [default: the current context]
+    #[arg(long)]
+    pub context: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,

@@ -1,21 +1,40 @@
-//! Process logs: [`init`]. Every line a log event writes passes through
+//! Process logs: [`init`]. In text, every line a log event writes passes through
 //! [`PrintableWriter`], so no field (a name, a user, an error from a store) can forge a
-//! log line or a terminal escape: control characters are written as escapes.
+//! log line or a terminal escape: control characters are written as escapes. In JSON,
+//! the encoder escapes them.
 
 use std::io::{self, Write};
 
+use clap::ValueEnum;
+
 use crate::text::printable;
 
-/// Logs to stderr at the level `RUST_LOG` selects (default `info`), one line per event.
-pub fn init() {
-    tracing_subscriber::fmt()
-        .with_writer(|| PrintableWriter(io::stderr()))
+/// How log events are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
+/// Logs to stderr in `format` at the level `RUST_LOG` selects (default `info`), one
+/// line per event.
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
         .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_writer(|| PrintableWriter(io::stderr())).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_writer(io::stderr)
+            .init(),
+    }
 }
 
 /// Writes each event (one `write` of a whole line) with its control characters escaped,

@@ -9,15 +9,15 @@ static ALLOCATOR: savepoint_webhook::Allocator = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    savepoint_webhook::logging::init();
     let cli = Cli::parse();
+    savepoint_webhook::logging::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(cmd::serve::run(*args))),
         Command::Review(args) => match cmd::review::run(&args) {
             Ok(cmd::review::Outcome::Allowed) => return ExitCode::SUCCESS,
-            Ok(cmd::review::Outcome::Denied) => return ExitCode::from(1),
+            Ok(cmd::review::Outcome::Failed) => return ExitCode::from(1),
             Err(err) => Err(err),
         },
         Command::Crds(args) => {
@@ -30,8 +30,8 @@ fn main() -> ExitCode {
                 crds.retain(|crd| crd.spec.names.plural == only.plural());
             }
             savepoint_webhook::resources::to_yaml(&crds)
-                .map(|yaml| print!("{yaml}"))
                 .map_err(anyhow::Error::from)
+                .and_then(|yaml| Ok(savepoint_webhook::cli::print_out(&yaml)?))
         }
         Command::Certs(args) => cmd::certs::run(&args),
         Command::Audit(args) => match tokio::runtime::Runtime::new()

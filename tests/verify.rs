@@ -439,8 +439,12 @@ fn review_verifies_flinks_spelling_and_refuses_a_bad_location() {
     let message = answer["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("no _metadata at file://"), "{message}");
 
-    // warn (the default): admitted, with the finding as a warning.
-    let (output, answer) = review(&manifest, &["--verify-file-root", &root], &[]);
+    // warn: admitted, with the finding as a warning.
+    let (output, answer) = review(
+        &manifest,
+        &["--verify-location", "warn", "--verify-file-root", &root],
+        &[],
+    );
     assert_eq!(output.status.code(), Some(0), "{answer}");
     assert!(
         warnings(&answer)

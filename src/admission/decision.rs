@@ -78,6 +78,8 @@ pub struct Decision {
     pub patch: Option<json_patch::Patch>,
     /// Warnings shown by kubectl.
     pub warnings: Vec<String>,
+    /// What the patch changes and why, one entry per change, for the log.
+    pub changes: Vec<String>,
 }
 
 impl Decision {
@@ -89,6 +91,7 @@ impl Decision {
             message: None,
             patch: None,
             warnings: Vec::new(),
+            changes: Vec::new(),
         }
     }
 

@@ -129,6 +129,18 @@ impl Pending<'_> {
             origin,
             policy,
         ));
+        let logged = changes
+            .iter()
+            .map(|change| match change {
+                rules::Change::SetCopied { .. } if !others.is_empty() => format!(
+                    "{change} because location {} is already referenced by {}",
+                    self.location,
+                    warnings::holder_list(others)
+                ),
+                rules::Change::SetCopied { .. } => format!("{change} because it has no origin"),
+                _ => change.to_string(),
+            })
+            .collect();
         let (reason, patch) = if ops.is_empty() {
             (Reason::Allowed, None)
         } else {
@@ -137,6 +149,7 @@ impl Pending<'_> {
         Decision {
             patch,
             warnings: notes,
+            changes: logged,
             ..Decision::allow(reason)
         }
     }

@@ -3,10 +3,13 @@
 
 use std::path::Path;
 
+use std::fmt::Write as _;
+
 use anyhow::Context;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::cli::{AuditArgs, OutputFormat};
+use crate::cli::{AuditArgs, OutputFormat, print_out};
 use crate::index::SavepointRecord;
 use crate::index::{DeploymentFacts, Index};
 use crate::reconcile::plan::{Plan, count_by_rule, plan};
@@ -29,12 +32,51 @@ async fn list_all(api: &Api<DynamicObject>) -> anyhow::Result<Vec<DynamicObject>
     }
 }
 
-async fn from_cluster(index: &mut Index) -> anyhow::Result<Vec<SavepointRecord>> {
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes configuration found; use --state DIR to audit manifests offline")?;
-    let deployments: Api<DynamicObject> =
-        Api::all_with(client.clone(), &ApiResource::erase::<Deployment>(&()));
+/// The client of `--kubeconfig` and `--context`; without either, the usual search
+/// (KUBECONFIG, ~/.kube/config, in-cluster).
+async fn client(args: &AuditArgs) -> anyhow::Result<kube::Client> {
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (&args.kubeconfig, &args.context) {
+        (Some(path), _) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read --kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("unusable --kubeconfig {}", path.display()))?
+        }
+        (None, Some(context)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .with_context(|| format!("unusable --context {context}"))?,
+        (None, None) => kube::Config::infer().await.context(
+            "no Kubernetes configuration found; use --state DIR to audit manifests offline",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot build a Kubernetes client")
+}
+
+/// All objects of `resource`, or those of `namespace`.
+fn api(
+    client: kube::Client,
+    namespace: Option<&str>,
+    resource: &ApiResource,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client, namespace, resource),
+        None => Api::all_with(client, resource),
+    }
+}
+
+async fn from_cluster(args: &AuditArgs, index: &mut Index) -> anyhow::Result<Vec<SavepointRecord>> {
+    let client = client(args).await?;
+    let namespace = args.namespace.as_deref();
+    let deployments = api(
+        client.clone(),
+        namespace,
+        &ApiResource::erase::<Deployment>(&()),
+    );
     let facts = list_all(&deployments)
         .await
         .context("listing Deployments")?
@@ -49,8 +91,7 @@ async fn from_cluster(index: &mut Index) -> anyhow::Result<Vec<SavepointRecord>>
             ))
         });
     index.reset_deployments(facts);
-    let savepoints: Api<DynamicObject> =
-        Api::all_with(client, &ApiResource::erase::<Savepoint>(&()));
+    let savepoints = api(client, namespace, &ApiResource::erase::<Savepoint>(&()));
     Ok(list_all(&savepoints)
         .await
         .context("listing Savepoints")?
@@ -77,10 +118,9 @@ fn from_dir(dir: &Path, index: &mut Index) -> anyhow::Result<Vec<SavepointRecord
     Ok(records)
 }
 
-fn print_table(plan: &Plan) {
+fn table(plan: &Plan) -> String {
     if plan.findings.is_empty() {
-        println!("no findings: every Savepoint follows the rules");
-        return;
+        return "no findings: every Savepoint follows the rules\n".into();
     }
     let width = plan
         .findings
@@ -88,20 +128,23 @@ fn print_table(plan: &Plan) {
         .map(|f| f.namespace.len() + f.name.len() + 1)
         .max()
         .unwrap_or(0);
-    println!("{:<28} {:<width$} MESSAGE", "RULE", "SAVEPOINT");
+    let mut out = format!("{:<28} {:<width$} MESSAGE\n", "RULE", "SAVEPOINT");
     for finding in &plan.findings {
         let who = format!("{}/{}", finding.namespace, finding.name);
-        println!(
+        let _ = writeln!(
+            out,
             "{:<28} {who:<width$} {}",
             finding.rule.as_str(),
             finding.message
         );
     }
     let repairable = plan.repairs.len();
-    println!(
+    let _ = writeln!(
+        out,
         "\n{} finding(s); {repairable} Savepoint(s) the reconciler would repair",
         plan.findings.len()
     );
+    out
 }
 
 /// Runs `audit`; `Ok(true)` when nothing was found.
@@ -110,12 +153,15 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
     let mut index = Index::new(policy.locations.clone());
     let mut records = match &args.state {
         Some(dir) => from_dir(dir, &mut index)?,
-        None => from_cluster(&mut index).await?,
+        None => from_cluster(args, &mut index).await?,
     };
+    if let Some(namespace) = &args.namespace {
+        records.retain(|record| &record.namespace == namespace);
+    }
     records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let plan = plan(&records, &index, &policy);
-    match args.output {
-        OutputFormat::Table => print_table(&plan),
+    let text = match args.output {
+        OutputFormat::Table => table(&plan),
         OutputFormat::Json => {
             let counts: serde_json::Map<String, serde_json::Value> = count_by_rule(&plan.findings)
                 .into_iter()
@@ -127,8 +173,9 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
                 "countsByRule": counts,
                 "repairable": plan.repairs.len(),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            serde_json::to_string_pretty(&out)? + "\n"
         }
-    }
+    };
+    print_out(&text)?;
     Ok(plan.findings.is_empty())
 }

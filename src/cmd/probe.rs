@@ -12,7 +12,7 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
-use crate::cli::ProbeArgs;
+use crate::cli::{ProbeArgs, print_out};
 use crate::probe::{cases, check};
 use crate::server::tls::parse_certs;
 
@@ -73,10 +73,10 @@ pub async fn run(args: &ProbeArgs) -> anyhow::Result<bool> {
     let client = client(args)?;
     let mut all_ok = true;
     let mut report = |name: &str, result: Result<(), String>| match result {
-        Ok(()) => println!("ok    {name}"),
+        Ok(()) => print_out(&format!("ok    {name}\n")),
         Err(why) => {
             all_ok = false;
-            println!("FAIL  {name}: {why}");
+            print_out(&format!("FAIL  {name}: {why}\n"))
         }
     };
     for path in ["/healthz", "/readyz"] {
@@ -88,7 +88,7 @@ pub async fn run(args: &ProbeArgs) -> anyhow::Result<bool> {
                     .then_some(())
                     .ok_or(format!("status {status}"))
             });
-        report(&format!("GET {path}"), result);
+        report(&format!("GET {path}"), result)?;
     }
     for case in cases(&args.namespace, args.deployment.as_deref()) {
         let body = serde_json::to_vec(&case.review)?;
@@ -108,7 +108,7 @@ pub async fn run(args: &ProbeArgs) -> anyhow::Result<bool> {
                     .map_err(|e| format!("answer is not JSON: {e}"))?;
                 check(&case, &answer)
             });
-        report(&format!("POST {} {}", case.path, case.name), result);
+        report(&format!("POST {} {}", case.path, case.name), result)?;
     }
     Ok(all_ok)
 }

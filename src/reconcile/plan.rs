@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::domain::rules::{self, Change};
 use crate::domain::{
-    DeploymentLookup, LocationError, NormalizedLocation, Origin, Policy, ReferenceScope, deployment,
+    DeploymentLookup, LocationError, NormalizedLocation, Origin, Policy, ReferenceProblem,
+    ReferenceScope, deployment,
 };
 use crate::index::SavepointRecord;
 
@@ -176,7 +177,10 @@ pub fn plan(
             view.deployment_name,
             view.deployment_id,
         ) {
-            Err(problem) => findings.push(finding(Rule::UnknownDeployment, problem.to_string())),
+            Err(problem) => findings.push(finding(
+                Rule::UnknownDeployment,
+                unknown_deployment(&problem),
+            )),
             Ok(deployment) => {
                 changes = rules::changes(&view, deployment, first_holder.is_some());
                 for change in &changes {
@@ -321,6 +325,23 @@ pub fn count_by_rule(findings: &[Finding]) -> BTreeMap<Rule, usize> {
         *counts.entry(finding.rule).or_default() += 1;
     }
     counts
+}
+
+/// What an `unknown-deployment` finding says: what the stored reference holds and why it
+/// names no usable Deployment (admission's wording asks for a field to be filled in).
+fn unknown_deployment(problem: &ReferenceProblem) -> String {
+    match problem {
+        ReferenceProblem::Missing => "names no Deployment: spec.deploymentName and spec.deploymentId are both unset or not strings".into(),
+        ReferenceProblem::NameNotFound { namespace, name } => {
+            format!("spec.deploymentName {name:?} names no Deployment in namespace {namespace:?}")
+        }
+        ReferenceProblem::IdNotFound { namespace, id } => {
+            format!("spec.deploymentId {id:?} is the uid of no Deployment in namespace {namespace:?}")
+        }
+        ReferenceProblem::Mismatch { .. } | ReferenceProblem::Unversioned { .. } => {
+            problem.to_string()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -445,20 +445,48 @@ async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
             reason: decision.reason.as_str(),
         })
         .inc();
-    if !decision.allowed {
-        tracing::info!(
-            endpoint = endpoint.name(),
-            uid = %request.uid,
-            namespace = %request.namespace,
-            name = %request.name,
-            reason = %decision.reason,
-            "denied"
-        );
+    if !decision.allowed || decision.patch.is_some() {
+        log_decision(endpoint, &request, &decision);
     }
     json_response(
         StatusCode::OK,
         &admission::response(&request.uid, &decision),
     )
+}
+
+/// Logs a denial or a mutation: who asked for what, bounded; nothing else of the request.
+fn log_decision(endpoint: Endpoint, request: &decode::Request, decision: &Decision) {
+    let clip = crate::text::clip;
+    let user = clip(&request.user_info.username, 256);
+    let namespace = clip(admission::request_namespace(request), 256);
+    let name = match admission::request_name(request) {
+        "" => admission::generated_prefix(request).unwrap_or_default(),
+        name => name,
+    };
+    let name = clip(name, 256);
+    if !decision.allowed {
+        tracing::info!(
+            endpoint = endpoint.name(),
+            uid = %request.uid,
+            user,
+            namespace,
+            name,
+            reason = %decision.reason,
+            detail = clip(decision.message.as_deref().unwrap_or_default(), 1024),
+            "denied"
+        );
+    } else {
+        tracing::info!(
+            endpoint = endpoint.name(),
+            uid = %request.uid,
+            user,
+            namespace,
+            name,
+            dry_run = request.is_dry_run(),
+            changes = clip(&decision.changes.join("; "), 2048),
+            "mutated"
+        );
+    }
 }
 
 fn decide(app: &App, endpoint: Endpoint, request: &decode::Request) -> Decision {
