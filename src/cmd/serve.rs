@@ -19,7 +19,7 @@ use crate::domain::Policy;
 use crate::index::{HoldLimits, Index, RecordStore, Store};
 use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
-use crate::reconcile::metrics::{AuditFindings, ReconcileMetrics};
+use crate::reconcile::metrics::{AuditFindings, LeaderGauge, ReconcileMetrics};
 use crate::reconcile::runner::Reconciler;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
@@ -249,6 +249,7 @@ fn start_reconciler(
     } else {
         (Arc::new(AtomicBool::new(false)), None)
     };
+    registry.register_collector(Box::new(LeaderGauge(leader.clone())));
     tasks.spawn(
         "reconciler",
         Reconciler {

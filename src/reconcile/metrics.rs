@@ -1,6 +1,7 @@
 //! Metrics of the reconciler: repair counters ([`ReconcileMetrics`]) and the latest audit
 //! findings by rule ([`AuditFindings`]), read at scrape time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::collector::Collector;
@@ -10,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::plan::{Finding, count_by_rule};
-use crate::gauges::encode_gauges;
+use crate::gauges::{encode_gauge, encode_gauges};
 
 /// Labels of a reconciler repair.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +53,22 @@ impl Collector for AuditFindings {
             "Stored Savepoints breaking a rule, by rule, as of the latest reconcile pass",
             "rule",
             counts,
+        )
+    }
+}
+
+/// Whether this replica holds the reconciler's Lease, read at scrape time: summed over
+/// replicas it says whether any applies repairs.
+#[derive(Debug)]
+pub struct LeaderGauge(pub Arc<AtomicBool>);
+
+impl Collector for LeaderGauge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_gauge(
+            &mut encoder,
+            "savepoint_webhook_reconcile_leader",
+            "1 while this replica holds the reconciler's Lease and applies repairs, else 0",
+            i64::from(self.0.load(Ordering::Acquire)),
         )
     }
 }
