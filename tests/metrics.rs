@@ -241,6 +241,13 @@ async fn in_flight_build_process_and_long_latency_families_are_present() {
             env!("CARGO_PKG_VERSION")
         );
         assert!(has_sample(&scrape, &build), "{scrape}");
+        assert!(
+            has_sample(
+                &scrape,
+                "savepoint_webhook_certificate_expiry_timestamp_seconds "
+            ),
+            "{scrape}"
+        );
         for bound in ["1.0", "10.0", "30.0", "+Inf"] {
             let bucket = format!(
                 "savepoint_webhook_http_request_duration_seconds_bucket{{le=\"{bound}\",route=\"/mutate\"}} 1"

@@ -21,6 +21,7 @@ use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
 use crate::reconcile::metrics::{AuditFindings, LeaderGauge, ReconcileMetrics};
 use crate::reconcile::runner::Reconciler;
+use crate::server::metrics::CertificateCollector;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
 use crate::state::cluster::{self, Sinks};
@@ -94,6 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     ));
     let mut registry = Registry::default();
+    CertificateCollector::register(&mut registry, certificate.clone());
     let verifier = args
         .verify
         .verifier()?

@@ -1,11 +1,12 @@
-//! Metrics of the HTTP server and of admission decisions ([`Metrics`]), of the build and of
-//! the process, and the two exposition formats `/metrics` answers in ([`Format`],
-//! [`encode`]).
+//! Metrics of the HTTP server and of admission decisions ([`Metrics`]), of the serving
+//! certificate ([`CertificateCollector`]), of the build and of the process, and the two
+//! exposition formats `/metrics` answers in ([`Format`], [`encode`]).
 //!
 //! Every label value is a `&'static str` or a status code the server chose: nothing a
 //! client sends becomes a label value, so no request can add a series.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -15,6 +16,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::tls::ReloadingCert;
 use crate::gauges::{encode_gauge, saturating_i64};
 
 /// Labels of an HTTP request.
@@ -99,6 +101,39 @@ impl Metrics {
         registry.register_collector(Box::new(BuildInfo));
         registry.register_collector(Box::new(ProcessCollector));
         metrics
+    }
+}
+
+/// The validity period of the serving certificate, read at scrape time from the
+/// [`ReloadingCert`]: it follows every reload, and a reload that fails leaves it at the
+/// certificate still served.
+#[derive(Debug)]
+pub struct CertificateCollector(Arc<ReloadingCert>);
+
+impl CertificateCollector {
+    /// Registers the certificate gauges of `cert` in `registry`.
+    pub fn register(registry: &mut Registry, cert: Arc<ReloadingCert>) {
+        registry.register_collector(Box::new(Self(cert)));
+    }
+}
+
+impl Collector for CertificateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(validity) = self.0.validity() else {
+            return Ok(());
+        };
+        encode_gauge(
+            &mut encoder,
+            "savepoint_webhook_certificate_expiry_timestamp_seconds",
+            "End of the serving certificate's validity (notAfter), seconds since the Unix epoch",
+            validity.not_after,
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "savepoint_webhook_certificate_not_before_timestamp_seconds",
+            "Start of the serving certificate's validity (notBefore), seconds since the Unix epoch",
+            validity.not_before,
+        )
     }
 }
 

@@ -1,7 +1,8 @@
 //! TLS for the admission port: [`server_config`] builds a rustls config (TLS 1.2+, ALPN
 //! `h2` and `http/1.1`) around a [`ReloadingCert`], which [`watch_cert_files`] refreshes
 //! from disk when the files change. A broken or half-written pair is refused and logged;
-//! the previous certificate keeps serving.
+//! the previous certificate keeps serving. [`ReloadingCert::validity`] tells when the
+//! certificate now served is valid, for the certificate metrics.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -83,7 +84,30 @@ pub fn parse_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static
     Ok(certs)
 }
 
-/// Loads a certificate chain and its key from PEM bytes, checking that they match.
+/// When a certificate is valid, in seconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// Start of the validity period (`notBefore`).
+    pub not_before: i64,
+    /// End of the validity period (`notAfter`).
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// The validity period of a DER certificate.
+    pub fn of(cert: &CertificateDer<'_>) -> Result<Self, String> {
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| e.to_string())?;
+        let validity = parsed.validity();
+        Ok(Self {
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
+    }
+}
+
+/// Loads a certificate chain and its key from PEM bytes, checking that they match and that
+/// the leaf's validity period can be read.
 pub fn certified_key_from_pem(
     cert_path: &Path,
     cert_pem: &[u8],
@@ -91,6 +115,7 @@ pub fn certified_key_from_pem(
     key_pem: &[u8],
 ) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = parse_certs(cert_path, cert_pem)?;
+    Validity::of(&certs[0]).map_err(|e| pem_error(cert_path, "certificate", e))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| pem_error(key_path, "private key", e))?;
     let provider = CryptoProvider::get_default()
@@ -105,23 +130,41 @@ pub fn certified_key_from_pem(
         })
 }
 
+/// A certificate being served and the validity period of its leaf.
+#[derive(Debug)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    validity: Option<Validity>,
+}
+
+impl Served {
+    fn new(key: Arc<CertifiedKey>) -> Self {
+        let validity = key
+            .end_entity_cert()
+            .ok()
+            .and_then(|c| Validity::of(c).ok());
+        Self { key, validity }
+    }
+}
+
 /// The serving certificate, swappable while the server runs.
 #[derive(Debug)]
 pub struct ReloadingCert {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Served>,
 }
 
 impl ReloadingCert {
     /// Starts with `key`.
     pub fn new(key: Arc<CertifiedKey>) -> Arc<Self> {
         Arc::new(Self {
-            current: RwLock::new(key),
+            current: RwLock::new(Served::new(key)),
         })
     }
 
     /// Serves `key` for every new handshake from now on.
     pub fn replace(&self, key: Arc<CertifiedKey>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
+        let served = Served::new(key);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = served;
     }
 
     /// The certificate now served.
@@ -129,7 +172,18 @@ impl ReloadingCert {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .key
             .clone()
+    }
+
+    /// The validity period of the leaf certificate now served; `None` when the key was
+    /// built from a certificate whose validity cannot be read (never one loaded by
+    /// [`certified_key_from_pem`]).
+    pub fn validity(&self) -> Option<Validity> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .validity
     }
 }
 

@@ -15,6 +15,7 @@ use savepoint_webhook::certs::{CertRequest, generate};
 use savepoint_webhook::domain::Policy;
 use savepoint_webhook::index::{Index, Store};
 use savepoint_webhook::readiness::Readiness;
+use savepoint_webhook::server::metrics::CertificateCollector;
 use savepoint_webhook::server::tls::{ReloadingCert, certified_key_from_pem, server_config};
 use savepoint_webhook::server::{App, Limits, router, serve};
 use savepoint_webhook::state::dir::load_dir;
@@ -53,7 +54,8 @@ impl ExampleServer {
             bundle.key_pem.as_bytes(),
         )
         .unwrap();
-        let tls = server_config(ReloadingCert::new(key), client_ca).unwrap();
+        let certificate = ReloadingCert::new(key);
+        let tls = server_config(certificate.clone(), client_ca).unwrap();
         let policy = Policy::default();
         let mut index = Index::new(policy.locations.clone());
         load_dir(STATE.as_ref(), &mut index).unwrap();
@@ -66,13 +68,9 @@ impl ExampleServer {
             readiness.deployments_synced();
             readiness.savepoints_synced();
         }
-        let app = App::new(
-            gate,
-            readiness.clone(),
-            limits.clone(),
-            None,
-            Registry::default(),
-        );
+        let mut registry = Registry::default();
+        CertificateCollector::register(&mut registry, certificate);
+        let app = App::new(gate, readiness.clone(), limits.clone(), None, registry);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
