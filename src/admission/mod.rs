@@ -87,7 +87,8 @@ pub fn holder_key(request: &Request) -> ObjectKey {
 }
 
 /// The Deployment a Savepoint CREATE restores, resolved through `lookup` (by name, or by
-/// `deploymentId` alone); `None` when the request is no Savepoint CREATE or names no
+/// `deploymentId` alone): whose `update` the user must be allowed with
+/// `--authorize-restores`, and whose Flink must read the snapshot; `None` when the request is no Savepoint CREATE or names no
 /// Deployment that exists (the decision refuses those).
 pub fn restored_deployment<'a>(
     request: &Request,
@@ -104,16 +105,6 @@ pub fn restored_deployment<'a>(
         fields::spec_str(object, "deploymentId"),
     )
     .ok()
-}
-
-/// The Deployment a Savepoint CREATE restores, as namespace and name: the object whose
-/// `update` a requesting user must be allowed when `--authorize-restores` is on.
-pub fn restore_target(
-    request: &Request,
-    lookup: &impl crate::domain::DeploymentLookup,
-) -> Option<(String, String)> {
-    restored_deployment(request, lookup)
-        .map(|facts| (request_namespace(request).to_string(), facts.name.clone()))
 }
 
 /// What the rules read of an object under review that passed the field rules.

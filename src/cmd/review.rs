@@ -260,15 +260,8 @@ fn verify_location(
             checked.outcome.describe(&location.to_string())
         );
     }
-    let flink = {
-        let index = gate.store().read();
-        admission::restored_deployment(&final_request, &*index).and_then(|facts| {
-            Some(RestoringFlink {
-                deployment: facts.name.clone(),
-                version: facts.flink_version?,
-            })
-        })
-    };
+    let flink = admission::restored_deployment(&final_request, &*gate.store().read())
+        .and_then(RestoringFlink::of);
     Ok(verifier.judge(decision, checked.as_ref(), flink.as_ref()))
 }
 

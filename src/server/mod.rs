@@ -398,41 +398,49 @@ async fn review(app: &App, endpoint: Endpoint, request: Request) -> Response {
         }
         _ => None,
     };
-    let authorized = match (&app.authorizer, endpoint) {
-        (Some(authorizer), Endpoint::Validate) => {
-            let target = admission::restore_target(&request, &*app.gate.store().read());
-            match target {
-                Some((namespace, deployment)) => {
-                    let remaining = budget.saturating_sub(started.elapsed());
-                    let verdict = authorizer
-                        .check(&request.user_info, &namespace, &deployment, remaining / 2)
-                        .await;
-                    Some((verdict, namespace, deployment))
-                }
-                None => None,
-            }
+    // The Deployment a Savepoint create restores, looked up once for both checks below.
+    let restored = match endpoint {
+        Endpoint::Validate if app.authorizer.is_some() || checked.is_some() => {
+            admission::restored_deployment(&request, &*app.gate.store().read()).cloned()
         }
         _ => None,
     };
-    let flink = checked.as_ref().and_then(|_| {
-        let index = app.gate.store().read();
-        let facts = admission::restored_deployment(&request, &*index)?;
-        Some(RestoringFlink {
-            deployment: facts.name.clone(),
-            version: facts.flink_version?,
-        })
-    });
+    let namespace = admission::request_namespace(&request);
+    let authorized = match (&app.authorizer, &restored) {
+        (Some(authorizer), Some(deployment)) => {
+            let remaining = budget.saturating_sub(started.elapsed());
+            Some(
+                authorizer
+                    .check(
+                        &request.user_info,
+                        namespace,
+                        &deployment.name,
+                        remaining / 2,
+                    )
+                    .await,
+            )
+        }
+        _ => None,
+    };
+    let flink = checked
+        .as_ref()
+        .and(restored.as_ref())
+        .and_then(RestoringFlink::of);
     let admitted = decide(app, endpoint, &request);
     let gate_allowed = admitted.allowed;
     let decision = match &app.verifier {
         Some(verifier) => verifier.judge(admitted, checked.as_ref(), flink.as_ref()),
         None => admitted,
     };
-    let decision = match &authorized {
-        Some((verdict, namespace, deployment)) => {
-            authorize::judge(decision, verdict, &request.user_info, namespace, deployment)
-        }
-        None => decision,
+    let decision = match (&authorized, &restored) {
+        (Some(verdict), Some(deployment)) => authorize::judge(
+            decision,
+            verdict,
+            &request.user_info,
+            namespace,
+            &deployment.name,
+        ),
+        _ => decision,
     };
     if gate_allowed && !decision.allowed {
         app.gate.withdraw(&request);

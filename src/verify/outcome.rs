@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::header::{self, Header, NotFlink};
 use crate::admission::{Decision, Reason};
+use crate::domain::DeploymentFacts;
 use crate::domain::flink::{FlinkVersion, newest_metadata_format, releases_writing};
 
 /// What the webhook does with the outcome of a location check.
@@ -155,6 +156,16 @@ pub struct RestoringFlink {
     pub deployment: String,
     /// Its `flinkVersion`.
     pub version: FlinkVersion,
+}
+
+impl RestoringFlink {
+    /// The Flink of `deployment`, when its version is known.
+    pub fn of(deployment: &DeploymentFacts) -> Option<Self> {
+        Some(Self {
+            deployment: deployment.name.clone(),
+            version: deployment.flink_version?,
+        })
+    }
 }
 
 /// Why `flink` cannot read a snapshot of metadata `format`, or `None` when it can or when
