@@ -15,6 +15,7 @@
 pub mod args;
 pub mod files;
 pub mod header;
+pub mod metadata;
 pub mod metrics;
 pub mod outcome;
 pub mod store;
