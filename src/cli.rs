@@ -55,6 +55,40 @@ pub enum Command {
     Audit(AuditArgs),
     /// Smoke-test a running webhook with built-in AdmissionReviews; exit 1 on any mismatch.
     Probe(ProbeArgs),
+    /// Read a snapshot's whole _metadata and print what it says and what a restore would
+    /// hit; exit 1 if any location has an error.
+    Inspect(InspectArgs),
+}
+
+/// Flags of `inspect`.
+#[derive(Clone, Debug, Args)]
+#[command(mut_arg("verify_depth", |arg| arg.default_value("full").hide(true)))]
+#[command(mut_arg("verify_location", |arg| arg.default_value("warn").hide(true)))]
+pub struct InspectArgs {
+    /// Snapshot locations (the directory holding _metadata), as a Savepoint names them.
+    #[arg(required = true, value_name = "LOCATION")]
+    pub locations: Vec<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = InspectOutput::Text)]
+    pub output: InspectOutput,
+    /// Print every referenced file, not only the counts.
+    #[arg(long)]
+    pub files: bool,
+    /// The location rules (as `serve` takes them).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Where and how to read (as `serve` takes it).
+    #[command(flatten)]
+    pub verify: crate::verify::VerifyArgs,
+}
+
+/// Output formats of `inspect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InspectOutput {
+    /// For people.
+    Text,
+    /// One JSON object per location, in an array.
+    Json,
 }
 
 /// Flags of `crds`.
@@ -285,6 +319,7 @@ pub enum ReviewOutput {
 /// Flags of `review`.
 #[derive(Clone, Debug, Args)]
 #[command(mut_arg("verify_location", |arg| arg.default_value("off")))]
+#[command(mut_arg("verify_depth", |arg| arg.default_value("full")))]
 pub struct ReviewArgs {
     /// Savepoint manifests (YAML or JSON, several documents each), AdmissionReviews, or
     /// directories of them (every *.yaml, *.yml and *.json directly inside).

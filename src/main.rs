@@ -42,6 +42,14 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(err) => Err(err),
         },
+        Command::Inspect(args) => match tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(cmd::inspect::run(&args)))
+        {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::from(1),
+            Err(err) => Err(err),
+        },
         Command::Probe(args) => match tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|runtime| runtime.block_on(cmd::probe::run(&args)))

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod certs;
+pub mod inspect;
 pub mod probe;
 pub mod review;
 pub mod serve;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Mode, S3Addressing, StoreSettings, Verifier, VerifyConfig, VerifyError};
+use super::{
+    Depth, FullReadLimits, Mode, S3Addressing, StoreSettings, Verifier, VerifyConfig, VerifyError,
+};
 use crate::duration::parse_duration;
 
 /// Location verification flags.
@@ -16,6 +18,12 @@ pub struct VerifyArgs {
     /// without a readable Flink savepoint; "could not check" stays a warning).
     #[arg(long, value_enum, default_value_t = Mode::Warn, env = "SAVEPOINT_WEBHOOK_VERIFY_LOCATION")]
     pub verify_location: Mode,
+    /// How much of _metadata a check reads: header (format, checkpoint id) or full (the
+    /// whole file, and whether every state file it references is there; a full read past
+    /// the time left is "could not check" and finishes in the background for the next
+    /// check).
+    #[arg(long, value_enum, default_value_t = Depth::Header, env = "SAVEPOINT_WEBHOOK_VERIFY_DEPTH")]
+    pub verify_depth: Depth,
     /// Longest time one location check may take (less when the API server's timeout
     /// leaves less); past it the location is "could not check".
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
@@ -67,6 +75,8 @@ impl VerifyArgs {
                 instance_metadata: self.verify_instance_metadata,
                 timeout: self.verify_timeout,
             },
+            depth: self.verify_depth,
+            full: FullReadLimits::default(),
         }
     }
 

@@ -93,9 +93,34 @@ impl FileReader {
         path: &Path,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, ReadError> {
+        self.read_prefix(path, HEADER_LEN as u64, deadline).await
+    }
+
+    /// Reads the regular file at `path` up to `limit` bytes, like [`Self::read_header`].
+    pub async fn read_prefix(
+        &self,
+        path: &Path,
+        limit: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, ReadError> {
         let lexical = path.to_path_buf();
         let roots = self.canonical.clone();
-        self.run(path, deadline, move || read_blocking(&lexical, &roots))
+        self.run(path, deadline, move || {
+            read_blocking(&lexical, &roots, limit)
+        })
+        .await?
+    }
+
+    /// The size of the regular file at `path`, or why there is none; resolves `path`
+    /// under the roots as a read does, on the same bounded threads.
+    pub async fn size(
+        &self,
+        path: &Path,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, ReadError> {
+        let lexical = path.to_path_buf();
+        let roots = self.canonical.clone();
+        self.run(path, deadline, move || size_blocking(&lexical, &roots))
             .await?
     }
 
@@ -180,16 +205,35 @@ impl FileReader {
     }
 }
 
-/// Resolves `path`, checks it stays under `roots`, opens it without blocking and reads its
-/// first bytes if it is a regular file.
-fn read_blocking(path: &Path, roots: &[PathBuf]) -> Result<Vec<u8>, ReadError> {
+/// Resolves `path` and checks that it stays under `roots`.
+fn resolve_under(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, ReadError> {
     let resolved = std::fs::canonicalize(path).map_err(|e| io_error(&e))?;
     if !roots.iter().any(|r| resolved.starts_with(r)) {
         return Err(ReadError::Failed(format!(
-            "_metadata resolves to {}, outside the allowed roots",
+            "{} resolves to {}, outside the allowed roots",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             resolved.display()
         )));
     }
+    Ok(resolved)
+}
+
+/// The size of the regular file `path` resolves to under `roots`.
+fn size_blocking(path: &Path, roots: &[PathBuf]) -> Result<u64, ReadError> {
+    let resolved = resolve_under(path, roots)?;
+    let meta = std::fs::metadata(&resolved).map_err(|e| io_error(&e))?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(kind(meta.file_type())));
+    }
+    Ok(meta.len())
+}
+
+/// Resolves `path`, checks it stays under `roots`, opens it without blocking and reads at
+/// most `limit` bytes from its start if it is a regular file.
+fn read_blocking(path: &Path, roots: &[PathBuf], limit: u64) -> Result<Vec<u8>, ReadError> {
+    let resolved = resolve_under(path, roots)?;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -207,8 +251,9 @@ fn read_blocking(path: &Path, roots: &[PathBuf]) -> Result<Vec<u8>, ReadError> {
     if !meta.is_file() {
         return Err(ReadError::NotRegular(kind(meta.file_type())));
     }
-    let mut bytes = Vec::with_capacity(HEADER_LEN);
-    file.take(HEADER_LEN as u64)
+    let capacity = usize::try_from(meta.len().min(limit)).unwrap_or(HEADER_LEN);
+    let mut bytes = Vec::with_capacity(capacity);
+    file.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|e| io_error(&e))?;
     Ok(bytes)

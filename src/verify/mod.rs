@@ -14,7 +14,9 @@
 
 pub mod args;
 pub mod files;
+pub mod findings;
 pub mod header;
+pub mod inspect;
 pub mod metadata;
 pub mod metrics;
 pub mod outcome;
@@ -36,6 +38,8 @@ use crate::domain::{Location, LocationRules};
 use metrics::{LocationCheckLabels, LocationCheckMetrics};
 
 pub use args::VerifyArgs;
+pub use findings::{Declared, Finding, Nature, Severity};
+pub use inspect::{FullReadLimits, Inspection};
 pub use outcome::{
     Mode, Outcome, RestoringFlink, Verdict, apply, incompatibility, verdict, verdict_for,
 };
@@ -62,6 +66,30 @@ pub struct VerifyConfig {
     pub file_roots: Vec<PathBuf>,
     /// Object store settings.
     pub stores: StoreSettings,
+    /// How much of `_metadata` a check reads.
+    pub depth: Depth,
+    /// Bounds of a full read.
+    pub full: FullReadLimits,
+}
+
+/// How much of `_metadata` a check reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Depth {
+    /// The 16-byte header: a Flink snapshot is there, of a format and checkpoint id.
+    #[default]
+    Header,
+    /// The whole file, and whether every state file it references is there.
+    Full,
+}
+
+/// What a full read keeps for later checks of the same location: what the snapshot is,
+/// and what is wrong with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FullRead {
+    /// Savepoint or checkpoint, incremental or not.
+    pub nature: Nature,
+    /// Findings about the location alone.
+    pub findings: Vec<Finding>,
 }
 
 impl Default for VerifyConfig {
@@ -73,6 +101,8 @@ impl Default for VerifyConfig {
             failure_ttl: Duration::from_secs(10),
             file_roots: Vec::new(),
             stores: StoreSettings::default(),
+            depth: Depth::Header,
+            full: FullReadLimits::default(),
         }
     }
 }
@@ -122,12 +152,33 @@ pub struct Checked {
     pub outcome: Outcome,
     /// Where the answer came from.
     pub source: Source,
+    /// What a full read found, when the check read fully.
+    pub full: Option<Arc<FullRead>>,
+    /// What the Savepoint declares, to compare with a full read.
+    pub declared: Declared,
 }
 
-type SharedRead = Shared<BoxFuture<'static, Outcome>>;
+/// What one read of a location found.
+#[derive(Clone, Debug)]
+struct Found {
+    outcome: Outcome,
+    full: Option<Arc<FullRead>>,
+}
+
+impl Found {
+    fn settled(&self) -> bool {
+        self.outcome.is_verified()
+            && self
+                .full
+                .as_ref()
+                .is_none_or(|full| full.findings.is_empty())
+    }
+}
+
+type SharedRead = Shared<BoxFuture<'static, Found>>;
 
 enum Entry {
-    Done { outcome: Outcome, until: Instant },
+    Done { found: Found, until: Instant },
     Pending(SharedRead),
 }
 
@@ -232,10 +283,12 @@ impl Verifier {
         let (read, source) = {
             let mut cache = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner());
             match cache.get(&key) {
-                Some(Entry::Done { outcome, until }) if *until > Instant::now() => {
+                Some(Entry::Done { found, until }) if *until > Instant::now() => {
                     let checked = Checked {
-                        outcome: outcome.clone(),
+                        outcome: found.outcome.clone(),
                         source: Source::Cache,
+                        full: found.full.clone(),
+                        declared: Declared::default(),
                     };
                     drop(cache);
                     self.count(&checked);
@@ -252,14 +305,22 @@ impl Verifier {
                 }
             }
         };
-        let outcome = match tokio::time::timeout(budget, read).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::could_not_check(format!(
-                "timed out after {} waiting for the store",
-                fmt_duration(budget)
-            )),
+        let found = match tokio::time::timeout(budget, read).await {
+            Ok(found) => found,
+            Err(_) => Found {
+                outcome: Outcome::could_not_check(format!(
+                    "timed out after {} waiting for the store",
+                    fmt_duration(budget)
+                )),
+                full: None,
+            },
         };
-        let checked = Checked { outcome, source };
+        let checked = Checked {
+            outcome: found.outcome,
+            source,
+            full: found.full,
+            declared: Declared::default(),
+        };
         self.count(&checked);
         checked
     }
@@ -271,18 +332,21 @@ impl Verifier {
             let started = Instant::now();
             let timeout = inner.config.timeout;
             let deadline = tokio::time::Instant::now() + timeout;
-            let outcome =
+            let found =
                 match tokio::time::timeout_at(deadline, read(&inner, &location, deadline)).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Outcome::could_not_check(format!(
-                        "timed out after {}: the store did not answer",
-                        fmt_duration(timeout)
-                    )),
+                    Ok(found) => found,
+                    Err(_) => Found {
+                        outcome: Outcome::could_not_check(format!(
+                            "timed out after {}: the store did not answer",
+                            fmt_duration(timeout)
+                        )),
+                        full: None,
+                    },
                 };
             if let Some(metrics) = inner.metrics.get() {
                 metrics.duration.observe(started.elapsed().as_secs_f64());
             }
-            let ttl = if outcome.is_verified() {
+            let ttl = if found.settled() {
                 inner.config.verified_ttl
             } else {
                 inner.config.failure_ttl
@@ -291,14 +355,17 @@ impl Verifier {
             cache.insert(
                 key,
                 Entry::Done {
-                    outcome: outcome.clone(),
+                    found: found.clone(),
                     until: Instant::now() + ttl,
                 },
             );
-            outcome
+            found
         });
         task.map(|joined| {
-            joined.unwrap_or_else(|e| Outcome::could_not_check(format!("internal error: {e}")))
+            joined.unwrap_or_else(|e| Found {
+                outcome: Outcome::could_not_check(format!("internal error: {e}")),
+                full: None,
+            })
         })
         .boxed()
         .shared()
@@ -326,8 +393,41 @@ impl Verifier {
         budget: Duration,
     ) -> Option<(Location, Checked)> {
         let location = location_to_check(self.mode(), request, rules)?;
-        let checked = self.check(&location, budget).await;
+        let mut checked = self.check(&location, budget).await;
+        if let Some(object) = request.object.as_ref() {
+            checked.declared = declared(object);
+        }
         Some((location, checked))
+    }
+
+    /// Reads `location` fully (the whole `_metadata` and every file it references) within
+    /// the configured timeout, bypassing the cache: for `review --inspect` and `audit`.
+    pub async fn inspect(&self, location: &Location, rules: &LocationRules) -> Inspection {
+        let deadline = tokio::time::Instant::now() + self.inner.config.timeout;
+        let inner = &self.inner;
+        let inspected = inspect::inspect(
+            &inner.stores,
+            &inner.rules,
+            rules,
+            location,
+            inner.config.full,
+            deadline,
+        );
+        match tokio::time::timeout_at(deadline, inspected).await {
+            Ok(inspection) => inspection,
+            Err(_) => Inspection {
+                outcome: Outcome::could_not_check(format!(
+                    "timed out after {}: the store did not answer",
+                    fmt_duration(inner.config.timeout)
+                )),
+                snapshot: None,
+                files: 0,
+                present: 0,
+                findings: Vec::new(),
+                read_time: inner.config.timeout,
+                total_time: inner.config.timeout,
+            },
+        }
     }
 
     /// Applies a check's outcome to a decision under the configured mode; `flink`, the
@@ -338,13 +438,22 @@ impl Verifier {
         checked: Option<&(Location, Checked)>,
         flink: Option<&RestoringFlink>,
     ) -> Decision {
-        match checked {
-            Some((location, checked)) => apply(
-                decision,
-                verdict_for(self.mode(), &checked.outcome, &location.to_string(), flink),
-            ),
-            None => decision,
+        let Some((location, checked)) = checked else {
+            return decision;
+        };
+        let location = location.to_string();
+        let mut decision = apply(
+            decision,
+            verdict_for(self.mode(), &checked.outcome, &location, flink),
+        );
+        if let (Some(full), true) = (&checked.full, checked.outcome.is_verified()) {
+            let mut found = full.findings.clone();
+            found.extend(findings::declared_findings(&full.nature, &checked.declared));
+            for verdict in findings::findings_verdict(self.mode(), &found, &location) {
+                decision = apply(decision, verdict);
+            }
         }
+        decision
     }
 }
 
@@ -361,8 +470,52 @@ pub fn location_to_check(mode: Mode, request: &Request, rules: &LocationRules) -
     Location::parse(spec_str(object, "savepointLocation")?, rules).ok()
 }
 
+/// What a Savepoint object declares about its snapshot.
+pub fn declared(object: &crate::admission::decode::ObjectView) -> Declared {
+    Declared {
+        format: spec_str(object, "savepointFormatType").and_then(crate::domain::FormatType::parse),
+        origin: spec_str(object, "origin").and_then(crate::domain::Origin::parse),
+        snapshot_type: spec_str(object, "type").and_then(crate::domain::SnapshotType::parse),
+    }
+}
+
+/// Reads `location`'s `_metadata` as deep as configured, by `deadline`.
+async fn read(inner: &Inner, location: &Location, deadline: tokio::time::Instant) -> Found {
+    if inner.config.depth == Depth::Full {
+        let inspection = inspect::inspect(
+            &inner.stores,
+            &inner.rules,
+            &LocationRules::default(),
+            location,
+            inner.config.full,
+            deadline,
+        )
+        .await;
+        let nature = inspection
+            .snapshot
+            .as_ref()
+            .map(Nature::of)
+            .unwrap_or_default();
+        return Found {
+            outcome: inspection.outcome,
+            full: Some(Arc::new(FullRead {
+                nature,
+                findings: inspection.findings,
+            })),
+        };
+    }
+    Found {
+        outcome: read_header(inner, location, deadline).await,
+        full: None,
+    }
+}
+
 /// Reads and judges the header of `location`'s `_metadata`, by `deadline`.
-async fn read(inner: &Inner, location: &Location, deadline: tokio::time::Instant) -> Outcome {
+async fn read_header(
+    inner: &Inner,
+    location: &Location,
+    deadline: tokio::time::Instant,
+) -> Outcome {
     let target = match target::target(location, &inner.rules) {
         Ok(target) => target,
         Err(why) => return Outcome::could_not_check(why),
@@ -374,6 +527,9 @@ async fn read(inner: &Inner, location: &Location, deadline: tokio::time::Instant
             Outcome::NotFlink(header::NotFlink::NotRegular { kind })
         }
         Err(store::ReadError::Failed(why)) => Outcome::could_not_check(why),
+        Err(store::ReadError::TooLarge { limit }) => {
+            Outcome::could_not_check(format!("larger than {limit} bytes"))
+        }
     }
 }
 

@@ -64,6 +64,26 @@ pub enum ReadError {
     NotRegular(FileKind),
     /// The store could not be asked or did not answer usefully.
     Failed(String),
+    /// The object is longer than the read may be.
+    TooLarge {
+        /// The most bytes the read may take.
+        limit: u64,
+    },
+}
+
+/// An object-store client and the path of an object in it.
+type StoreObject = (Arc<dyn ObjectStore>, ObjectPath);
+
+/// A store error as a [`ReadError`].
+fn store_error(err: object_store::Error) -> ReadError {
+    match err {
+        object_store::Error::NotFound { .. } => ReadError::Missing,
+        err @ (object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. }) => {
+            ReadError::Failed(format!("the store refused access: {}", error_text(&err)))
+        }
+        err => ReadError::Failed(format!("the store failed: {}", error_text(&err))),
+    }
 }
 
 /// Store clients by bucket, built on first use, and the reader of local files.
@@ -134,6 +154,73 @@ impl Stores {
                 ))),
             },
         }
+    }
+
+    /// Reads all of `target` if it is at most `limit` bytes long; a longer one is
+    /// [`ReadError::TooLarge`] and is not read.
+    pub async fn read_all(
+        &self,
+        target: &Target,
+        limit: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<u8>, ReadError> {
+        let (store, path) = match self.object(target)? {
+            Some(object) => object,
+            None => {
+                let Target::File { path } = target else {
+                    return Err(ReadError::Failed("internal error: not a file".to_string()));
+                };
+                let bytes = self.files.read_prefix(path, limit + 1, deadline).await?;
+                return match bytes.len() as u64 > limit {
+                    true => Err(ReadError::TooLarge { limit }),
+                    false => Ok(bytes),
+                };
+            }
+        };
+        let found = store.get(&path).await.map_err(store_error)?;
+        if found.meta.size > limit {
+            return Err(ReadError::TooLarge { limit });
+        }
+        let bytes = found.bytes().await.map_err(store_error)?;
+        Ok(bytes.to_vec())
+    }
+
+    /// The size of `target`, or why it has none.
+    pub async fn size(
+        &self,
+        target: &Target,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, ReadError> {
+        match self.object(target)? {
+            Some((store, path)) => store
+                .head(&path)
+                .await
+                .map(|meta| meta.size)
+                .map_err(store_error),
+            None => match target {
+                Target::File { path } => self.files.size(path, deadline).await,
+                _ => Err(ReadError::Failed("internal error: not a file".to_string())),
+            },
+        }
+    }
+
+    /// The client and object path of an object-store target; `None` for a file.
+    fn object(&self, target: &Target) -> Result<Option<StoreObject>, ReadError> {
+        Ok(Some(match target {
+            Target::File { .. } => return Ok(None),
+            Target::S3 { bucket, key } => (
+                self.client("s3", bucket, || self.s3(bucket))?,
+                ObjectPath::from(key.as_str()),
+            ),
+            Target::Gcs { bucket, key } => (
+                self.client("gs", bucket, || self.gcs(bucket))?,
+                ObjectPath::from(key.as_str()),
+            ),
+            Target::Azure { container, key } => (
+                self.client("azure", container, || self.azure(container))?,
+                ObjectPath::from(key.as_str()),
+            ),
+        }))
     }
 
     fn client(

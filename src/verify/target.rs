@@ -63,7 +63,17 @@ pub fn directory_name(location: &Location) -> &str {
 
 /// Maps `location` to the `_metadata` it names, or to why it cannot be checked.
 pub fn target(location: &Location, rules: &TargetRules) -> Result<Target, String> {
-    let key = object_key(location.path());
+    object(location, rules, Some(METADATA_FILE))
+}
+
+/// Maps `file`, the location of one state file a snapshot references, to where it is
+/// read from, under the same rules as [`target`].
+pub fn file_target(file: &Location, rules: &TargetRules) -> Result<Target, String> {
+    object(file, rules, None)
+}
+
+fn object(location: &Location, rules: &TargetRules, leaf: Option<&str>) -> Result<Target, String> {
+    let key = object_key(location.path(), leaf);
     match location.scheme() {
         "s3" => {
             let bucket = location.authority();
@@ -87,7 +97,10 @@ pub fn target(location: &Location, rules: &TargetRules) -> Result<Target, String
         }
         "wasb" | "wasbs" | "abfs" | "abfss" => azure(location, rules, key),
         "file" => {
-            let path = Path::new(location.path()).join(METADATA_FILE);
+            let path = match leaf {
+                Some(leaf) => Path::new(location.path()).join(leaf),
+                None => PathBuf::from(location.path()),
+            };
             if rules.file_roots.is_empty() {
                 return Err(
                     "not under an allowed root: no file roots are configured (--verify-file-root)"
@@ -140,12 +153,12 @@ fn azure(location: &Location, rules: &TargetRules, key: String) -> Result<Target
     })
 }
 
-fn object_key(path: &str) -> String {
+fn object_key(path: &str, leaf: Option<&str>) -> String {
     let trimmed = path.trim_start_matches('/');
-    if trimmed.is_empty() {
-        METADATA_FILE.to_string()
-    } else {
-        format!("{trimmed}/{METADATA_FILE}")
+    match leaf {
+        Some(leaf) if trimmed.is_empty() => leaf.to_string(),
+        Some(leaf) => format!("{trimmed}/{leaf}"),
+        None => trimmed.to_string(),
     }
 }
 
