@@ -251,6 +251,16 @@ pub struct ServeArgs {
     /// This replica's identity in the Lease and in Events [default: HOSTNAME-PID]
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Keep one openreports.io Report per namespace of the reconciler's findings (written
+    /// by the leader; needs --reconcile and the Report CRD).
+    #[arg(long)]
+    pub reports: bool,
+    /// Least time between two writes of the Reports.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub report_interval: Duration,
+    /// Most results per Report, failures first; its summary still counts every finding.
+    #[arg(long, default_value_t = crate::reconcile::report::DEFAULT_MAX_RESULTS)]
+    pub report_max_results: usize,
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -394,6 +404,13 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Also write the findings as one openreports.io Report per namespace (server-side
+    /// apply), and delete the reports of namespaces that no longer have Savepoints.
+    #[arg(long, conflicts_with = "state")]
+    pub report: bool,
+    /// Most results per Report, failures first; its summary still counts every finding.
+    #[arg(long, default_value_t = crate::reconcile::report::DEFAULT_MAX_RESULTS)]
+    pub report_max_results: usize,
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,

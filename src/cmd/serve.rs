@@ -19,8 +19,10 @@ use crate::domain::Policy;
 use crate::index::{HoldLimits, Index, RecordStore, Store};
 use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
-use crate::reconcile::metrics::{AuditFindings, LeaderGauge, ReconcileMetrics};
-use crate::reconcile::runner::Reconciler;
+use crate::reconcile::metrics::{AuditFindings, LeaderGauge, ReconcileMetrics, ReportMetrics};
+use crate::reconcile::publish::ReportWriter;
+use crate::reconcile::report::Limits as ReportLimits;
+use crate::reconcile::runner::{Reconciler, ReportSchedule};
 use crate::server::metrics::CertificateCollector;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
@@ -104,6 +106,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(mode = ?verifier.mode(), "verifying Savepoint locations");
     }
 
+    if args.reports && (args.state.is_some() || !args.reconcile) {
+        anyhow::bail!(
+            "--reports writes the reconciler's findings: it needs the cluster and --reconcile"
+        );
+    }
     let mut tasks = Supervisor::default();
     let mut elector = None;
     let mut authorizer = None;
@@ -252,6 +259,19 @@ fn start_reconciler(
         (Arc::new(AtomicBool::new(false)), None)
     };
     registry.register_collector(Box::new(LeaderGauge(leader.clone())));
+    let reports = args.reports.then(|| {
+        tracing::info!(interval = ?args.report_interval, max_results = args.report_max_results, "keeping openreports.io Reports of the findings");
+        ReportSchedule {
+            writer: ReportWriter::new(
+                client.clone(),
+                ReportLimits {
+                    max_results: args.report_max_results,
+                },
+            )
+            .with_metrics(ReportMetrics::register(registry)),
+            every: args.report_interval,
+        }
+    });
     tasks.spawn(
         "reconciler",
         Reconciler {
@@ -265,6 +285,7 @@ fn start_reconciler(
             identity,
             metrics,
             findings,
+            reports,
         }
         .run(),
     );
