@@ -227,6 +227,24 @@ fn verify_chain(ca: &str, cert: &str) -> String {
     )
 }
 
+/// `rules` without the one on `openreports.io` Reports, which the chart renders only with
+/// `reports.enabled`.
+fn without_reports_rule(rules: &Value) -> Value {
+    let kept: Vec<Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["apiGroups"] != json!(["openreports.io"]))
+        .cloned()
+        .collect();
+    assert_eq!(
+        kept.len() + 1,
+        rules.as_array().unwrap().len(),
+        "deploy/base grants Reports in one rule: {rules}"
+    );
+    Value::Array(kept)
+}
+
 /// The chart with default values renders the objects of deploy/base with the same
 /// contents, and nothing else but the certificates' Secrets.
 #[test]
@@ -347,16 +365,16 @@ fn chart_lints_and_renders_what_deploy_base_renders() {
 
     // RBAC, Service, NetworkPolicy, PodDisruptionBudget.
     let rbac = read_yaml("deploy/base/rbac.yaml");
-    for (kind, name) in [
-        ("ClusterRole", "savepoint-webhook"),
-        ("Role", "savepoint-webhook-leader-election"),
-    ] {
-        assert_eq!(
-            object(&docs, kind, name)["rules"],
-            object(&rbac, kind, name)["rules"],
-            "{kind} rules"
-        );
-    }
+    assert_eq!(
+        object(&docs, "ClusterRole", "savepoint-webhook")["rules"],
+        without_reports_rule(&object(&rbac, "ClusterRole", "savepoint-webhook")["rules"]),
+        "ClusterRole rules: deploy/base's, but the Reports' only with reports.enabled"
+    );
+    assert_eq!(
+        object(&docs, "Role", "savepoint-webhook-leader-election")["rules"],
+        object(&rbac, "Role", "savepoint-webhook-leader-election")["rules"],
+        "Role rules"
+    );
     for (kind, name) in [
         ("ClusterRoleBinding", "savepoint-webhook"),
         ("RoleBinding", "savepoint-webhook-leader-election"),
@@ -421,6 +439,35 @@ fn values_change_what_they_name() {
     let docs = render(&helm, "failurePolicy: Ignore\nreplicaCount: 3\n", &[]);
     assert_eq!(failure_policies(&docs), ["Ignore", "Ignore", "Ignore"]);
     assert_eq!(object(&docs, "Deployment", RELEASE)["spec"]["replicas"], 3);
+
+    // Reports: deploy/base's rule on openreports.io, and the flags.
+    let docs = render(
+        &helm,
+        "reports: {enabled: true, interval: 2m, maxResults: 50}\n",
+        &[],
+    );
+    assert_eq!(
+        object(&docs, "ClusterRole", RELEASE)["rules"],
+        object(&read_yaml("deploy/base/rbac.yaml"), "ClusterRole", RELEASE)["rules"]
+    );
+    let args = container(object(&docs, "Deployment", RELEASE))["args"].clone();
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = args.iter().position(|a| *a == "--reports").unwrap();
+    assert_eq!(
+        args[at..at + 5],
+        [
+            "--reports",
+            "--report-interval",
+            "2m",
+            "--report-max-results",
+            "50"
+        ]
+    );
 
     let refused = template(&helm, "failurePolicy: Never\n", &[]);
     assert!(
