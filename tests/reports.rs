@@ -242,6 +242,37 @@ async fn audit_and_the_reconciler_keep_one_report_per_namespace() {
         "another tool's report is left alone"
     );
 
+    // kubectl shows the counts in the CRD's printer columns.
+    let kubectl = std::env::var_os("SAVEPOINT_WEBHOOK_KUBECTL")
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "kubectl".into());
+    let table = std::process::Command::new(kubectl)
+        .args([
+            "get",
+            "reports",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=savepoint-webhook",
+        ])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    eprintln!("kubectl get reports:\n{table}");
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().take(7).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAMESPACE", "NAME", "PASS", "FAIL", "WARN", "ERROR", "SKIP"],
+            vec!["team-a", "savepoint-webhook", "1", "1", "0", "0", "0"],
+            vec!["team-b", "savepoint-webhook", "0", "1", "1", "0", "0"],
+        ],
+        "{table}"
+    );
+
     // Nothing changed: nothing is written, and the stored reports keep their versions.
     let version = |r: &Value| r["metadata"]["resourceVersion"].clone();
     let (code, stderr) = audit_report(&cp, &[]);
