@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// Address of the HTTPS port.
     #[arg(long, default_value = "0.0.0.0:8443", env = "SAVEPOINT_WEBHOOK_LISTEN")]
     pub listen: SocketAddr,
+    /// Also serve GET /metrics, and nothing else, over plain HTTP on this address [default:
+    /// off; /metrics is always on the HTTPS port]
+    #[arg(long, env = "SAVEPOINT_WEBHOOK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Read Deployments and Savepoints from this directory of manifests instead of the
     /// cluster (no Kubernetes API needed).
     #[arg(long)]

@@ -24,6 +24,7 @@ use crate::reconcile::publish::ReportWriter;
 use crate::reconcile::report::Limits as ReportLimits;
 use crate::reconcile::runner::{Reconciler, ReportSchedule};
 use crate::server::metrics::CertificateCollector;
+use crate::server::plain::serve_metrics;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
 use crate::state::cluster::{self, Sinks};
@@ -164,6 +165,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app = app.with_authorizer(authorizer);
     }
 
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {address}"))?;
+            tracing::info!(address = %listener.local_addr()?, "serving /metrics over plain HTTP");
+            Some(listener)
+        }
+        None => None,
+    };
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(
+            "metrics-port",
+            serve_metrics(listener, app.registry.clone()),
+        );
+    }
     tasks.spawn(
         "certificate-reload",
         watch_cert_files(files, certificate, args.cert_reload_interval),
