@@ -469,6 +469,60 @@ fn values_change_what_they_name() {
         ]
     );
 
+    // The plain metrics port: the flag, a container port, the Service's and the
+    // NetworkPolicy's port, and the scrape annotations and ServiceMonitor on it.
+    let docs = render(
+        &helm,
+        "metrics: {plainPort: 9090, podAnnotations: true, serviceMonitor: {enabled: true}}\n",
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    );
+    let deployment = object(&docs, "Deployment", RELEASE);
+    let pod = container(deployment);
+    let args = pod["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--metrics-listen").unwrap();
+    assert_eq!(args[at + 1], "0.0.0.0:9090");
+    assert_eq!(
+        pod["ports"][1],
+        json!({"name": "metrics", "containerPort": 9090, "protocol": "TCP"})
+    );
+    assert_eq!(
+        object(&docs, "Service", RELEASE)["spec"]["ports"][1],
+        json!({"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"})
+    );
+    assert_eq!(
+        object(&docs, "NetworkPolicy", RELEASE)["spec"]["ingress"][0]["ports"][1],
+        json!({"protocol": "TCP", "port": 9090})
+    );
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        (
+            &annotations["prometheus.io/scheme"],
+            &annotations["prometheus.io/port"]
+        ),
+        (&json!("http"), &json!("9090"))
+    );
+    assert_eq!(
+        object(&docs, "ServiceMonitor", RELEASE)["spec"]["endpoints"],
+        json!([{"port": "metrics", "scheme": "http", "path": "/metrics", "interval": "30s"}])
+    );
+    let docs = render(
+        &helm,
+        "metrics: {serviceMonitor: {enabled: true}}\n",
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    );
+    assert_eq!(
+        object(&docs, "ServiceMonitor", RELEASE)["spec"]["endpoints"][0]["scheme"],
+        "https",
+        "without plainPort, over TLS as before"
+    );
+    assert!(
+        !container(object(&docs, "Deployment", RELEASE))["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--metrics-listen")
+    );
+
     let refused = template(&helm, "failurePolicy: Never\n", &[]);
     assert!(
         !refused.success
