@@ -374,6 +374,7 @@ impl PlainPort {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "serve did not log both addresses:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
