@@ -523,6 +523,37 @@ fn values_change_what_they_name() {
             .any(|a| a == "--metrics-listen")
     );
 
+    // The dashboard: a ConfigMap with the sidecar's label holding deploy/monitoring's
+    // dashboard, the chart's copy of which must not drift from it.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/dashboard.json"),
+    )
+    .unwrap();
+    let copy = std::fs::read_to_string(Path::new(CHART).join("dashboards/savepoint-webhook.json"))
+        .unwrap();
+    assert_eq!(
+        copy, shipped,
+        "the chart's dashboard is deploy/monitoring/dashboard.json"
+    );
+    let docs = render(
+        &helm,
+        "dashboard: {enabled: true, annotations: {grafana_folder: Flink}}\n",
+        &[],
+    );
+    let config_map = object(&docs, "ConfigMap", "savepoint-webhook-dashboard");
+    assert_eq!(config_map["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        config_map["metadata"]["annotations"]["grafana_folder"],
+        "Flink"
+    );
+    assert_eq!(
+        config_map["data"]["savepoint-webhook.json"]
+            .as_str()
+            .unwrap(),
+        shipped.trim_end()
+    );
+
     let refused = template(&helm, "failurePolicy: Never\n", &[]);
     assert!(
         !refused.success
