@@ -203,6 +203,10 @@ pub struct ServeArgs {
     /// Address of the HTTPS port.
     #[arg(long, default_value = "0.0.0.0:8443", env = "SAVEPOINT_WEBHOOK_LISTEN")]
     pub listen: SocketAddr,
+    /// Also serve GET /metrics, and nothing else, over plain HTTP on this address [default:
+    /// off; /metrics is always on the HTTPS port]
+    #[arg(long, env = "SAVEPOINT_WEBHOOK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Read Deployments and Savepoints from this directory of manifests instead of the
     /// cluster (no Kubernetes API needed).
     #[arg(long)]
@@ -285,6 +289,16 @@ pub struct ServeArgs {
     /// This replica's identity in the Lease and in Events [default: HOSTNAME-PID]
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Keep one openreports.io Report per namespace of the reconciler's findings (written
+    /// by the leader; needs --reconcile and the Report CRD).
+    #[arg(long)]
+    pub reports: bool,
+    /// Least time between two writes of the Reports.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub report_interval: Duration,
+    /// Most results per Report, failures first; its summary still counts every finding.
+    #[arg(long, default_value_t = crate::reconcile::report::DEFAULT_MAX_RESULTS)]
+    pub report_max_results: usize,
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -429,6 +443,13 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Also write the findings as one openreports.io Report per namespace (server-side
+    /// apply), and delete the reports of namespaces that no longer have Savepoints.
+    #[arg(long, conflicts_with = "state")]
+    pub report: bool,
+    /// Most results per Report, failures first; its summary still counts every finding.
+    #[arg(long, default_value_t = crate::reconcile::report::DEFAULT_MAX_RESULTS)]
+    pub report_max_results: usize,
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,

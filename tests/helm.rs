@@ -227,6 +227,24 @@ fn verify_chain(ca: &str, cert: &str) -> String {
     )
 }
 
+/// `rules` without the one on `openreports.io` Reports, which the chart renders only with
+/// `reports.enabled`.
+fn without_reports_rule(rules: &Value) -> Value {
+    let kept: Vec<Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["apiGroups"] != json!(["openreports.io"]))
+        .cloned()
+        .collect();
+    assert_eq!(
+        kept.len() + 1,
+        rules.as_array().unwrap().len(),
+        "deploy/base grants Reports in one rule: {rules}"
+    );
+    Value::Array(kept)
+}
+
 /// The chart with default values renders the objects of deploy/base with the same
 /// contents, and nothing else but the certificates' Secrets.
 #[test]
@@ -347,16 +365,16 @@ fn chart_lints_and_renders_what_deploy_base_renders() {
 
     // RBAC, Service, NetworkPolicy, PodDisruptionBudget.
     let rbac = read_yaml("deploy/base/rbac.yaml");
-    for (kind, name) in [
-        ("ClusterRole", "savepoint-webhook"),
-        ("Role", "savepoint-webhook-leader-election"),
-    ] {
-        assert_eq!(
-            object(&docs, kind, name)["rules"],
-            object(&rbac, kind, name)["rules"],
-            "{kind} rules"
-        );
-    }
+    assert_eq!(
+        object(&docs, "ClusterRole", "savepoint-webhook")["rules"],
+        without_reports_rule(&object(&rbac, "ClusterRole", "savepoint-webhook")["rules"]),
+        "ClusterRole rules: deploy/base's, but the Reports' only with reports.enabled"
+    );
+    assert_eq!(
+        object(&docs, "Role", "savepoint-webhook-leader-election")["rules"],
+        object(&rbac, "Role", "savepoint-webhook-leader-election")["rules"],
+        "Role rules"
+    );
     for (kind, name) in [
         ("ClusterRoleBinding", "savepoint-webhook"),
         ("RoleBinding", "savepoint-webhook-leader-election"),
@@ -421,6 +439,120 @@ fn values_change_what_they_name() {
     let docs = render(&helm, "failurePolicy: Ignore\nreplicaCount: 3\n", &[]);
     assert_eq!(failure_policies(&docs), ["Ignore", "Ignore", "Ignore"]);
     assert_eq!(object(&docs, "Deployment", RELEASE)["spec"]["replicas"], 3);
+
+    // Reports: deploy/base's rule on openreports.io, and the flags.
+    let docs = render(
+        &helm,
+        "reports: {enabled: true, interval: 2m, maxResults: 50}\n",
+        &[],
+    );
+    assert_eq!(
+        object(&docs, "ClusterRole", RELEASE)["rules"],
+        object(&read_yaml("deploy/base/rbac.yaml"), "ClusterRole", RELEASE)["rules"]
+    );
+    let args = container(object(&docs, "Deployment", RELEASE))["args"].clone();
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let at = args.iter().position(|a| *a == "--reports").unwrap();
+    assert_eq!(
+        args[at..at + 5],
+        [
+            "--reports",
+            "--report-interval",
+            "2m",
+            "--report-max-results",
+            "50"
+        ]
+    );
+
+    // The plain metrics port: the flag, a container port, the Service's and the
+    // NetworkPolicy's port, and the scrape annotations and ServiceMonitor on it.
+    let docs = render(
+        &helm,
+        "metrics: {plainPort: 9090, podAnnotations: true, serviceMonitor: {enabled: true}}\n",
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    );
+    let deployment = object(&docs, "Deployment", RELEASE);
+    let pod = container(deployment);
+    let args = pod["args"].as_array().unwrap();
+    let at = args.iter().position(|a| a == "--metrics-listen").unwrap();
+    assert_eq!(args[at + 1], "0.0.0.0:9090");
+    assert_eq!(
+        pod["ports"][1],
+        json!({"name": "metrics", "containerPort": 9090, "protocol": "TCP"})
+    );
+    assert_eq!(
+        object(&docs, "Service", RELEASE)["spec"]["ports"][1],
+        json!({"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"})
+    );
+    assert_eq!(
+        object(&docs, "NetworkPolicy", RELEASE)["spec"]["ingress"][0]["ports"][1],
+        json!({"protocol": "TCP", "port": 9090})
+    );
+    let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(
+        (
+            &annotations["prometheus.io/scheme"],
+            &annotations["prometheus.io/port"]
+        ),
+        (&json!("http"), &json!("9090"))
+    );
+    assert_eq!(
+        object(&docs, "ServiceMonitor", RELEASE)["spec"]["endpoints"],
+        json!([{"port": "metrics", "scheme": "http", "path": "/metrics", "interval": "30s"}])
+    );
+    let docs = render(
+        &helm,
+        "metrics: {serviceMonitor: {enabled: true}}\n",
+        &["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"],
+    );
+    assert_eq!(
+        object(&docs, "ServiceMonitor", RELEASE)["spec"]["endpoints"][0]["scheme"],
+        "https",
+        "without plainPort, over TLS as before"
+    );
+    assert!(
+        !container(object(&docs, "Deployment", RELEASE))["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--metrics-listen")
+    );
+
+    // The dashboard: a ConfigMap with the sidecar's label holding deploy/monitoring's
+    // dashboard, the chart's copy of which must not drift from it.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/monitoring/dashboard.json"),
+    )
+    .unwrap();
+    let copy = std::fs::read_to_string(Path::new(CHART).join("dashboards/savepoint-webhook.json"))
+        .unwrap();
+    assert_eq!(
+        copy, shipped,
+        "the chart's dashboard is deploy/monitoring/dashboard.json"
+    );
+    let docs = render(
+        &helm,
+        "dashboard: {enabled: true, annotations: {grafana_folder: Flink}}\n",
+        &[],
+    );
+    let config_map = object(&docs, "ConfigMap", "savepoint-webhook-dashboard");
+    assert_eq!(config_map["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        config_map["metadata"]["annotations"]["grafana_folder"],
+        "Flink"
+    );
+    assert_eq!(
+        config_map["data"]["savepoint-webhook.json"]
+            .as_str()
+            .unwrap(),
+        shipped.trim_end()
+    );
 
     let refused = template(&helm, "failurePolicy: Never\n", &[]);
     assert!(

@@ -329,3 +329,135 @@ async fn label_values_never_come_from_requests() {
     assert!(routes.contains("other"), "{routes:?}");
     scraped.server.stop().await;
 }
+
+/// The real binary, `serve --state ... --self-signed --metrics-listen 127.0.0.1:0`, killed
+/// on drop; the address each port was bound to, read from its JSON log.
+struct PlainPort {
+    child: std::process::Child,
+    https: String,
+    plain: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PlainPort {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_savepoint-webhook"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["serve", "--state", "deploy/examples/state", "--self-signed"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json", "--self-signed-dir"])
+            .arg(dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let address = |text: &str, message: &str| {
+            text.lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .find(|event| event["message"] == message)
+                .map(|event| event["address"].as_str().unwrap().to_string())
+        };
+        for _ in 0..200 {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let (Some(https), Some(plain)) = (
+                address(&text, "serving /mutate and /validate over TLS"),
+                address(&text, "serving /metrics over plain HTTP"),
+            ) {
+                return Self {
+                    child,
+                    https,
+                    plain,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "serve did not log both addresses:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for PlainPort {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_plain_metrics_port_serves_metrics_and_nothing_else() {
+    let served = PlainPort::start();
+    assert_ne!(served.https, served.plain);
+    let client = Client::new();
+    let response = client
+        .get(format!("http://{}/metrics", served.plain))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], TEXT);
+    let text = response.text().await.unwrap();
+    assert!(has_sample(&text, "savepoint_webhook_build_info{"), "{text}");
+    assert!(
+        has_sample(
+            &text,
+            "savepoint_webhook_index_entries{kind=\"savepoints\"}"
+        ),
+        "the same registry as the TLS port:\n{text}"
+    );
+    eprintln!(
+        "plain scrape of {}, first lines:\n{}",
+        served.plain,
+        text.lines().take(12).collect::<Vec<_>>().join("\n")
+    );
+    if let Some((code, printed)) = promtool(&text) {
+        assert_eq!(
+            (code, printed.as_str()),
+            (0, ""),
+            "promtool check metrics on the plain port"
+        );
+    }
+    let openmetrics = client
+        .get(format!("http://{}/metrics", served.plain))
+        .header("accept", PROMETHEUS_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openmetrics.headers()["content-type"], OPENMETRICS);
+    assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"));
+
+    for (method, path) in [
+        (reqwest::Method::GET, "/healthz"),
+        (reqwest::Method::GET, "/readyz"),
+        (reqwest::Method::POST, "/mutate"),
+        (reqwest::Method::POST, "/validate"),
+        (reqwest::Method::GET, "/"),
+    ] {
+        let status = client
+            .request(method.clone(), format!("http://{}{path}", served.plain))
+            .body(fixture("savepoint-create.json"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{method} {path} on the plain port"
+        );
+    }
+    // Plain HTTP on the TLS port is refused there, as before.
+    let refused = client
+        .get(format!("http://{}/metrics", served.https))
+        .send()
+        .await;
+    assert!(
+        refused.is_err() || !refused.unwrap().status().is_success(),
+        "the HTTPS port never answers plain HTTP"
+    );
+}

@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use savepoint_webhook::server::Limits;
@@ -18,8 +18,11 @@ use serde_json::Value;
 
 #[path = "support/example_server.rs"]
 mod example_server;
+#[path = "support/prometheus.rs"]
+mod prometheus;
 
 use example_server::ExampleServer;
+use prometheus::Prometheus;
 
 const MONITORING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/monitoring");
 
@@ -103,23 +106,11 @@ fn promtool_fires_every_alert_from_recorded_series() {
     }
 }
 
-/// A `prometheus` server, killed on drop.
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_webhook_over_tls() {
     let Some(promtool) = promtool("the Prometheus scrape") else {
         return;
     };
-    let prometheus = promtool.with_file_name("prometheus");
-    assert!(prometheus.exists(), "{} is missing", prometheus.display());
     let server = ExampleServer::start(Limits::default(), None, true).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.crt"), &server.ca_pem).unwrap();
@@ -129,42 +120,11 @@ async fn a_real_prometheus_scrapes_the_webhook_over_tls() {
         port = server.addr.port(),
         rules = Path::new(MONITORING).join("rules.yaml").display(),
     );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let web = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _running = Prometheus(
-        Command::new(&prometheus)
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let http = reqwest::Client::new();
+    let prometheus = Prometheus::start(&promtool, &config);
     let query = |q: &'static str| {
-        let http = http.clone();
+        let prometheus = &prometheus;
         async move {
-            let answer: Value = http
-                .get(format!("http://{web}/api/v1/query"))
-                .query(&[("query", q)])
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            answer["data"]["result"][0]["value"][1]
+            prometheus.query(q).await?["data"]["result"][0]["value"][1]
                 .as_str()
                 .map(str::to_string)
         }
@@ -179,18 +139,11 @@ async fn a_real_prometheus_scrapes_the_webhook_over_tls() {
         assert!(
             Instant::now() < deadline,
             "prometheus never scraped the webhook:\n{}",
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+            prometheus.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let targets: Value = http
-        .get(format!("http://{web}/api/v1/targets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let targets = prometheus.api("targets").await;
     let target = &targets["data"]["activeTargets"][0];
     assert_eq!(target["health"], "up", "{target}");
     assert!(
@@ -200,14 +153,7 @@ async fn a_real_prometheus_scrapes_the_webhook_over_tls() {
             .starts_with("https://"),
         "{target}"
     );
-    let rules: Value = http
-        .get(format!("http://{web}/api/v1/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rules = prometheus.api("rules").await;
     let loaded = rules["data"]["groups"][0]["rules"]
         .as_array()
         .unwrap()

@@ -1,5 +1,6 @@
 //! `audit`: list every stored Savepoint that breaks a rule or would warn at admission,
-//! from the cluster (paginated lists) or a state directory.
+//! from the cluster (paginated lists) or a state directory; with `--report`, also write
+//! the findings as `openreports.io` Reports.
 
 use std::path::Path;
 
@@ -13,6 +14,8 @@ use crate::cli::{AuditArgs, OutputFormat, print_out};
 use crate::index::SavepointRecord;
 use crate::index::{DeploymentFacts, Index};
 use crate::reconcile::plan::{Plan, count_by_rule, plan};
+use crate::reconcile::publish::ReportWriter;
+use crate::reconcile::report::Limits;
 use crate::resources::{Deployment, Savepoint};
 use crate::state::dir::{derived_uid, kind_of, read_manifests};
 
@@ -69,8 +72,11 @@ fn api(
     }
 }
 
-async fn from_cluster(args: &AuditArgs, index: &mut Index) -> anyhow::Result<Vec<SavepointRecord>> {
-    let client = client(args).await?;
+async fn from_cluster(
+    client: kube::Client,
+    args: &AuditArgs,
+    index: &mut Index,
+) -> anyhow::Result<Vec<SavepointRecord>> {
     let namespace = args.namespace.as_deref();
     let deployments = api(
         client.clone(),
@@ -151,9 +157,13 @@ fn table(plan: &Plan) -> String {
 pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
     let policy = args.policy.policy()?;
     let mut index = Index::new(policy.locations.clone());
-    let mut records = match &args.state {
-        Some(dir) => from_dir(dir, &mut index)?,
-        None => from_cluster(args, &mut index).await?,
+    let (mut records, client) = match &args.state {
+        Some(dir) => (from_dir(dir, &mut index)?, None),
+        None => {
+            let client = client(args).await?;
+            let records = from_cluster(client.clone(), args, &mut index).await?;
+            (records, Some(client))
+        }
     };
     if let Some(namespace) = &args.namespace {
         records.retain(|record| &record.namespace == namespace);
@@ -177,5 +187,20 @@ pub async fn run(args: &AuditArgs) -> anyhow::Result<bool> {
         }
     };
     print_out(&text)?;
+    if let (true, Some(client)) = (args.report, client) {
+        let limits = Limits {
+            max_results: args.report_max_results,
+        };
+        let published = ReportWriter::new(client, limits)
+            .publish(&records, &plan.findings, args.namespace.as_deref())
+            .await?;
+        eprintln!(
+            "reports: {} written, {} unchanged, {} deleted, {} failed",
+            published.applied, published.unchanged, published.deleted, published.failed
+        );
+        if published.failed > 0 {
+            anyhow::bail!("{} report write(s) failed", published.failed);
+        }
+    }
     Ok(plan.findings.is_empty())
 }

@@ -19,9 +19,12 @@ use crate::domain::Policy;
 use crate::index::{HoldLimits, Index, RecordStore, Store};
 use crate::readiness::Readiness;
 use crate::reconcile::lease::{LeaderElector, LeaseConfig};
-use crate::reconcile::metrics::{AuditFindings, LeaderGauge, ReconcileMetrics};
-use crate::reconcile::runner::Reconciler;
+use crate::reconcile::metrics::{AuditFindings, LeaderGauge, ReconcileMetrics, ReportMetrics};
+use crate::reconcile::publish::ReportWriter;
+use crate::reconcile::report::Limits as ReportLimits;
+use crate::reconcile::runner::{Reconciler, ReportSchedule};
 use crate::server::metrics::CertificateCollector;
+use crate::server::plain::serve_metrics;
 use crate::server::tls::{CertFiles, ReloadingCert, server_config, watch_cert_files};
 use crate::server::{App, Limits, router, serve};
 use crate::state::cluster::{self, Sinks};
@@ -104,6 +107,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(mode = ?verifier.mode(), "verifying Savepoint locations");
     }
 
+    if args.reports && (args.state.is_some() || !args.reconcile) {
+        anyhow::bail!(
+            "--reports writes the reconciler's findings: it needs the cluster and --reconcile"
+        );
+    }
     let mut tasks = Supervisor::default();
     let mut elector = None;
     let mut authorizer = None;
@@ -157,6 +165,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app = app.with_authorizer(authorizer);
     }
 
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {address}"))?;
+            tracing::info!(address = %listener.local_addr()?, "serving /metrics over plain HTTP");
+            Some(listener)
+        }
+        None => None,
+    };
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(
+            "metrics-port",
+            serve_metrics(listener, app.registry.clone()),
+        );
+    }
     tasks.spawn(
         "certificate-reload",
         watch_cert_files(files, certificate, args.cert_reload_interval),
@@ -252,6 +276,19 @@ fn start_reconciler(
         (Arc::new(AtomicBool::new(false)), None)
     };
     registry.register_collector(Box::new(LeaderGauge(leader.clone())));
+    let reports = args.reports.then(|| {
+        tracing::info!(interval = ?args.report_interval, max_results = args.report_max_results, "keeping openreports.io Reports of the findings");
+        ReportSchedule {
+            writer: ReportWriter::new(
+                client.clone(),
+                ReportLimits {
+                    max_results: args.report_max_results,
+                },
+            )
+            .with_metrics(ReportMetrics::register(registry)),
+            every: args.report_interval,
+        }
+    });
     tasks.spawn(
         "reconciler",
         Reconciler {
@@ -265,6 +302,7 @@ fn start_reconciler(
             identity,
             metrics,
             findings,
+            reports,
         }
         .run(),
     );

@@ -86,3 +86,32 @@ impl ReconcileMetrics {
         metrics
     }
 }
+
+/// Labels of a report write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportWriteLabels {
+    /// `apply` or `delete`.
+    pub operation: &'static str,
+    /// `ok` or `failed`.
+    pub result: &'static str,
+}
+
+/// Counters of the Reports the leader writes (`--reports`).
+#[derive(Clone, Debug, Default)]
+pub struct ReportMetrics {
+    /// Report writes by operation and result.
+    pub writes: Family<ReportWriteLabels, Counter>,
+}
+
+impl ReportMetrics {
+    /// Creates the family and registers it in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "savepoint_webhook_report_writes",
+            "Writes of openreports.io Reports by operation and result",
+            metrics.writes.clone(),
+        );
+        metrics
+    }
+}

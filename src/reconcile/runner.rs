@@ -2,10 +2,12 @@
 //! (so each exports the audit gauge) and, on the leader only, applies the repairs. Each
 //! repair is a JSON Patch whose first operation tests `metadata.resourceVersion`, so a
 //! concurrent change is never clobbered: the repair fails and the next pass re-plans.
+//! With a [`ReportSchedule`] the leader also keeps the `openreports.io` Reports current,
+//! at most once per its interval.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use json_patch::jsonptr::PointerBuf;
@@ -16,9 +18,10 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::metrics::{AuditFindings, ReconcileMetrics, RepairLabels};
-use super::plan::{Plan, Repair, plan};
+use super::plan::{Finding, Plan, Repair, plan};
+use super::publish::ReportWriter;
 use crate::domain::Policy;
-use crate::index::{RecordStore, Store};
+use crate::index::{RecordStore, SavepointRecord, Store};
 use crate::readiness::Readiness;
 use crate::resources::{GROUP, Savepoint, VERSION};
 
@@ -47,6 +50,8 @@ pub struct Reconciler {
     pub metrics: ReconcileMetrics,
     /// Findings by rule, exported as a gauge.
     pub findings: AuditFindings,
+    /// The Reports to keep current, if any.
+    pub reports: Option<ReportSchedule>,
 }
 
 /// Outcome of one repair.
@@ -70,11 +75,20 @@ impl RepairResult {
     }
 }
 
+/// The Reports the leader keeps current (`--reports`), written at most once per `every`.
+pub struct ReportSchedule {
+    /// Writes the reports.
+    pub writer: ReportWriter,
+    /// Least time between two writes.
+    pub every: Duration,
+}
+
 impl Reconciler {
-    /// Plans the current state.
-    pub fn plan_now(&self) -> Plan {
+    /// Plans the current state: the Savepoints it saw, and the plan.
+    pub fn plan_now(&self) -> (Vec<SavepointRecord>, Plan) {
         let records = self.records.snapshot();
-        plan(&records, &*self.store.read(), &self.policy)
+        let plan = plan(&records, &*self.store.read(), &self.policy);
+        (records, plan)
     }
 
     /// Runs passes until the process stops.
@@ -88,45 +102,93 @@ impl Reconciler {
         );
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_report: Option<Instant> = None;
         loop {
             ticker.tick().await;
             if !self.readiness.synced() {
                 continue;
             }
-            let plan = self.plan_now();
+            let (records, plan) = self.plan_now();
             self.findings.set(&plan.findings);
-            if !self.leader.load(Ordering::Acquire) || plan.repairs.is_empty() {
+            if !self.leader.load(Ordering::Acquire) {
                 continue;
             }
-            tracing::info!(
-                repairs = plan.repairs.len(),
-                findings = plan.findings.len(),
-                "reconciling"
-            );
-            let repairs = plan.repairs.into_iter().map(|repair| {
-                let (client, recorder) = (self.client.clone(), recorder.clone());
-                async move {
-                    let result = apply(client, &recorder, &repair).await;
-                    (repair, result)
-                }
-            });
-            let results: Vec<(Repair, RepairResult)> = futures::stream::iter(repairs)
-                .buffer_unordered(CONCURRENT_REPAIRS)
-                .collect()
-                .await;
-            for (repair, result) in &results {
-                for rule in &repair.rules {
-                    self.metrics
-                        .repairs
-                        .get_or_create(&RepairLabels {
-                            rule: rule.as_str(),
-                            result: result.as_str(),
-                        })
-                        .inc();
+            let applied = self.repair(plan.repairs, &recorder).await;
+            if let Some(reports) = &self.reports
+                && last_report.is_none_or(|at| at.elapsed() >= reports.every)
+            {
+                last_report = Some(Instant::now());
+                let findings = remaining(plan.findings, &applied);
+                match reports.writer.publish(&records, &findings, None).await {
+                    Ok(published)
+                        if published.applied + published.deleted + published.failed > 0 =>
+                    {
+                        tracing::info!(
+                            written = published.applied,
+                            deleted = published.deleted,
+                            failed = published.failed,
+                            unchanged = published.unchanged,
+                            "reports updated"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %crate::text::clip(&format!("{err:#}"), 1024), "cannot write the reports");
+                    }
                 }
             }
         }
     }
+
+    /// Applies `repairs`; the repairs that were applied.
+    async fn repair(&self, repairs: Vec<Repair>, recorder: &Recorder) -> Vec<Repair> {
+        if repairs.is_empty() {
+            return Vec::new();
+        }
+        tracing::info!(repairs = repairs.len(), "reconciling");
+        let repairs = repairs.into_iter().map(|repair| {
+            let (client, recorder) = (self.client.clone(), recorder.clone());
+            async move {
+                let result = apply(client, &recorder, &repair).await;
+                (repair, result)
+            }
+        });
+        let results: Vec<(Repair, RepairResult)> = futures::stream::iter(repairs)
+            .buffer_unordered(CONCURRENT_REPAIRS)
+            .collect()
+            .await;
+        for (repair, result) in &results {
+            for rule in &repair.rules {
+                self.metrics
+                    .repairs
+                    .get_or_create(&RepairLabels {
+                        rule: rule.as_str(),
+                        result: result.as_str(),
+                    })
+                    .inc();
+            }
+        }
+        results
+            .into_iter()
+            .filter(|(_, result)| *result == RepairResult::Applied)
+            .map(|(repair, _)| repair)
+            .collect()
+    }
+}
+
+/// `findings` without those that `applied` repairs fixed: what a report written right
+/// after the repairs should still say.
+pub fn remaining(findings: Vec<Finding>, applied: &[Repair]) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .filter(|finding| {
+            !applied.iter().any(|repair| {
+                repair.namespace == finding.namespace
+                    && repair.name == finding.name
+                    && repair.rules.contains(&finding.rule)
+            })
+        })
+        .collect()
 }
 
 /// The JSON Patch of a repair, its precondition first.
@@ -185,5 +247,48 @@ async fn apply(client: Client, recorder: &Recorder, repair: &Repair) -> RepairRe
             tracing::warn!(namespace = %repair.namespace, name = %repair.name, error = %err, "repair failed");
             RepairResult::Failed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::Rule;
+
+    fn mk_finding(name: &str, rule: Rule) -> Finding {
+        Finding {
+            rule,
+            namespace: "ns".into(),
+            name: name.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_report_after_repairs_leaves_out_what_they_fixed() {
+        let repaired = Repair {
+            namespace: "ns".into(),
+            name: "a".into(),
+            resource_version: "1".into(),
+            ops: Vec::new(),
+            rules: vec![Rule::MissingOrigin],
+            note: String::new(),
+        };
+        let findings = vec![
+            mk_finding("a", Rule::MissingOrigin),
+            mk_finding("a", Rule::StaleSpecVersion),
+            mk_finding("b", Rule::MissingOrigin),
+        ];
+        let left: Vec<(String, Rule)> = remaining(findings, &[repaired])
+            .into_iter()
+            .map(|f| (f.name, f.rule))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("a".into(), Rule::StaleSpecVersion),
+                ("b".into(), Rule::MissingOrigin)
+            ]
+        );
     }
 }

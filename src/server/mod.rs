@@ -5,6 +5,7 @@
 pub mod budget;
 mod connection;
 pub mod metrics;
+pub mod plain;
 pub mod tls;
 
 use std::future::Future;
@@ -259,11 +260,17 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 /// `GET /metrics`: OpenMetrics when the `Accept` header asks for it, the Prometheus text
 /// format 0.0.4 otherwise (see [`metrics::Format::negotiate`]).
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    metrics_response(&app.registry, &headers)
+}
+
+/// The answer to `GET /metrics` with `headers`: `registry` encoded in the format the
+/// `Accept` header asks for.
+fn metrics_response(registry: &Registry, headers: &HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok());
     let format = metrics::Format::negotiate(accept);
-    match metrics::encode(&app.registry, format) {
+    match metrics::encode(registry, format) {
         Ok(text) => (
             [
                 (header::CONTENT_TYPE, format.content_type()),

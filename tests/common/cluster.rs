@@ -140,8 +140,32 @@ impl Cluster {
                     )
                 });
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_established(&crds).await;
+    }
+
+    /// Creates the CRDs of a YAML file of the project (path relative to the crate root)
+    /// and waits until they are Established; the API server's refusal when it refuses one.
+    pub async fn install_crd_file(&self, relative: &str) -> Result<(), String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} is not readable: {e}", path.display()));
+        let crds = serde_saphyr::from_multiple::<CustomResourceDefinition>(&text)
+            .unwrap_or_else(|e| panic!("{relative} does not parse as CRDs: {e}"));
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in &crds {
+            api.create(&PostParams::default(), crd)
+                .await
+                .map_err(|e| format!("{relative}: {e}"))?;
+        }
+        self.wait_established(&crds).await;
+        Ok(())
+    }
+
+    /// Waits (at most 30 s) until every CRD of `crds` is Established.
+    async fn wait_established(&self, crds: &[CustomResourceDefinition]) {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for crd in crds {
             let name = crd.metadata.name.clone().expect("CRD has a name");
             loop {
                 let got = api.get(&name).await.expect("get CRD");
