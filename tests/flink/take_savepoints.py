@@ -31,7 +31,7 @@ where each SNAPSHOT is
    "metadata_version": 6,             # the big-endian int after the magic in _metadata
    "properties": {                    # getCheckpointProperties(); null if the release has none
      "type": "SAVEPOINT" | "CHECKPOINT",
-     "format": "CANONICAL" | "NATIVE" | null,   # SavepointType.getFormatType(); null for checkpoints
+     "format": "CANONICAL" | "NATIVE" | null,   # getFormatType(); null for checkpoints
      "name": "Savepoint",             # SnapshotType.getName()
      "sharing_files_strategy": "NO_SHARING" | "FORWARD_BACKWARD" | ...,
      "unclaimed": false},
@@ -68,6 +68,10 @@ IncrementalRemoteKeyedStateHandle, channel state, changelog handles, FileStateHa
 RelativeFileStateHandle, SegmentFileStateHandle, ByteStreamStateHandle); any other state
 object is walked by reflection over its getters and named on stderr, never skipped.
 
+Before printing, the script checks that every referenced file is on disk with the size its
+handle reports, that the retained checkpoints reference files under `shared/`, and that
+each snapshot's properties say what it was taken as; a failed check exits non-zero.
+
 Savepoints are triggered through the Java `JobClient.triggerSavepoint(String,
 SavepointFormatType)` over py4j (PyFlink's wrapper lacks the format type). Config keys
 are read from Flink's own ConfigOption constants, so each release gets its own names.
@@ -81,6 +85,7 @@ import sys
 import tempfile
 import time
 
+from py4j.java_gateway import JavaObject
 from pyflink.common import Configuration
 from pyflink.java_gateway import get_gateway
 from pyflink.table import EnvironmentSettings, TableEnvironment
@@ -339,7 +344,9 @@ class Walker:
                 entry["relative_path"] = obj.getRelativePath()
             self.files.append(entry)
         elif kind == "inline":
-            self.inline.append({"name": obj.getHandleName(), "size": obj.getStateSize(), **where})
+            self.inline.append(
+                {"name": obj.getHandleName(), "size": obj.getStateSize(), **where}
+            )
         elif kind == "inline_changelog":
             self.inline.append({"name": simple, "size": obj.getStateSize(), **where})
         elif kind == "placeholder":
@@ -348,16 +355,19 @@ class Walker:
             self.walk_unknown(obj, where)
 
     def walk_unknown(self, obj, where):
-        """A state object of a type the walk does not know: follow its getters."""
+        """A state object of a type the walk does not know: follow its getters that return
+        state objects, collections or Optionals of them (RocksDB's HandleAndLocalPath and
+        Tuple2 pairs unwrapped), each child once even when two getters return it."""
+        java = self.java
         cls = obj.getClass()
         name = cls.getName()
         if name not in self.getters_of:
             log(f"walking {name} by reflection over its getters")
             followed = [
-                self.java.cls(c)
+                java.cls(c)
                 for c in (
                     "org.apache.flink.runtime.state.StateObject",
-                    "java.lang.Iterable",
+                    "java.util.Collection",
                     "java.util.Optional",
                 )
             ]
@@ -369,12 +379,24 @@ class Walker:
                 and m.getName() != "getDiscardables"
                 and any(c.isAssignableFrom(m.getReturnType()) for c in followed)
             )
+        state_object = "org.apache.flink.runtime.state.StateObject"
+        seen = set()
         for getter in self.getters_of[name]:
-            for value in self.java.iterate(getattr(obj, getter)()):
-                if not self.java.isinstance(value, "org.apache.flink.runtime.state.StateObject"):
-                    if not self.java.has(value, "getHandle"):
-                        continue
+            for value in java.iterate(getattr(obj, getter)()):
+                if not isinstance(value, JavaObject):
+                    continue
+                if java.isinstance(value, "org.apache.flink.api.java.tuple.Tuple2"):
+                    value = self.gateway.get_field(value, "f0")
+                elif not java.isinstance(value, state_object) and java.has(value, "getHandle"):
                     value = value.getHandle()
+                if not isinstance(value, JavaObject):
+                    continue
+                if not java.isinstance(value, state_object):
+                    continue
+                identity = java.jvm.java.lang.System.identityHashCode(value)
+                if identity in seen:
+                    continue
+                seen.add(identity)
                 self.walk(value, {**where, "role": f"{where['role']}/{getter[3:].lower()}"})
 
 
@@ -447,7 +469,9 @@ def describe(gateway, path, job_id):
 
     java = Java(gateway)
     properties = None
-    props = metadata.getCheckpointProperties() if java.has(metadata, "getCheckpointProperties") else None
+    props = None
+    if java.has(metadata, "getCheckpointProperties"):
+        props = metadata.getCheckpointProperties()
     if props is not None:
         snapshot_type = props.getCheckpointType()
         format_type = (
@@ -481,7 +505,8 @@ def describe(gateway, path, job_id):
                 "coordinator_state": coordinator is not None,
             }
         )
-        walker.walk(coordinator, {"role": "coordinator", "operator": operator, "subtask": None})
+        where = {"role": "coordinator", "operator": operator, "subtask": None}
+        walker.walk(coordinator, where)
         for index in sorted(int(i) for i in java.iterate(subtasks.keySet())):
             walker.walk_subtask(subtasks.get(index), operator, index)
 
@@ -589,6 +614,31 @@ def run_many(jvm, out, scratch):
     return job, job.cancel_and_retain()
 
 
+# What each snapshot must be: (properties.type, properties.format).
+EXPECTED = {
+    "canonical": ("SAVEPOINT", "CANONICAL"),
+    "native": ("SAVEPOINT", "NATIVE"),
+    "retained": ("CHECKPOINT", None),
+    "many": ("CHECKPOINT", None),
+}
+
+
+def check_files(name, report):
+    """Every referenced file is on disk, as long as its handle says (segments of merged
+    files aside), and the snapshot is of the kind it was taken as."""
+    for f in report["files"]:
+        local = f["path"].removeprefix("file:")
+        if not os.path.isfile(local):
+            raise SystemExit(f"take_savepoints: {name} references a missing file: {f}")
+        if "offset" not in f and os.path.getsize(local) != f["size"]:
+            raise SystemExit(
+                f"take_savepoints: {name}: {local} has {os.path.getsize(local)} bytes: {f}"
+            )
+    props = report["properties"]
+    if props is not None and (props["type"], props["format"]) != EXPECTED[name]:
+        raise SystemExit(f"take_savepoints: {name} has properties {props}")
+
+
 def check_shared(report, job):
     """The retained checkpoint references RocksDB files under <checkpoints>/<job>/shared/."""
     shared_dir = os.path.join(job.checkpoints, job.id, "shared")
@@ -644,6 +694,8 @@ def main():
             f"{len(report[name]['inline_handles'])} inline, "
             f"read in {time.monotonic() - read:.1f}s"
         )
+    for name in paths:
+        check_files(name, report[name])
     for name in ("retained", "many"):
         if name in report:
             log(f"{name}: {check_shared(report[name], jobs[name])} shared files referenced")
