@@ -1,29 +1,33 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap (see [lints] in Cargo.toml)
 #![cfg(feature = "e2e")]
 //! Location verification against what a real Flink writes: a local MiniCluster (PyPI
-//! `apache-flink`, `tests/flink/take_savepoints.py`) takes a canonical and a native
-//! savepoint and retains a checkpoint; the webhook must verify each with the checkpoint id
-//! Flink itself reads back, in Flink's own `file:/…` spelling, and must refuse damaged and
-//! foreign files. The same files are served by a moto S3 server on loopback (verified,
-//! missing object, wrong credentials), and a TCP server that accepts and never answers
-//! shows the deadline holds. Last, a real kube-apiserver calls the webhook in deny mode.
+//! `apache-flink`, `tests/flink/take_savepoints.py`, run by the shared fixture
+//! `tests/support/flink.rs`) takes a canonical and a native savepoint and retains
+//! checkpoints; the webhook must verify each with the checkpoint id Flink itself reads
+//! back, in Flink's own `file:/…` spelling, for Flink 2.2 and 1.20 alike, and must refuse
+//! damaged and foreign files. The same files are served by a moto S3 server on loopback
+//! (verified, missing object, wrong credentials), and a TCP server that accepts and never
+//! answers shows the deadline holds. Last, a real kube-apiserver calls the webhook in deny
+//! mode.
 //!
-//! Needs `tests/provision-flink.sh` (Java 17, apache-flink and moto in a venv) and, for the
-//! API server case, `tests/provision.sh`. Flink runs once per test binary.
+//! Needs `tests/provision-flink.sh` (Java 17, a venv per Flink release, moto) and, for the
+//! API server case, `tests/provision.sh`. Each Flink release runs once per test binary.
 
 mod common;
+#[path = "support/flink.rs"]
+mod flink;
 
 use std::ffi::OsStr;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::control_plane::{ControlPlane, Guarded};
 use common::{Certs, Cluster, free_port, index_entries, mk_deployment, mk_savepoint, webhook_bin};
+use flink::{Release, Report, Snapshot};
 use savepoint_webhook::domain::{Location, LocationRules};
 use savepoint_webhook::verify::header::NotFlink;
 use savepoint_webhook::verify::{Mode, Outcome, Source, Verdict, Verifier, VerifyConfig, verdict};
@@ -31,74 +35,17 @@ use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BUCKET: &str = "flink-state";
-/// How long Flink may take to start, checkpoint, save and stop.
-const FLINK_TIMEOUT: Duration = Duration::from_secs(300);
 
 // ---------------------------------------------------------------------------------------
-// Provisioned tools and the one Flink run
+// Flink's snapshots and the damaged files
 // ---------------------------------------------------------------------------------------
-
-fn venv_bin(env: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env) {
-        return PathBuf::from(path);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME is set");
-    let path = cache.join("savepoint-webhook/flink-venv/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} not found: run tests/provision-flink.sh (it installs Java 17, apache-flink and moto into that venv), or set {env}",
-        path.display()
-    );
-    path
-}
-
-fn flink_python() -> PathBuf {
-    venv_bin("SAVEPOINT_WEBHOOK_FLINK_PYTHON", "python")
-}
-
-/// One snapshot as Flink reported it.
-#[derive(Debug)]
-struct Snapshot {
-    /// The path in Flink's spelling, `file:/…`.
-    path: String,
-    /// The checkpoint id Flink's `Checkpoints.loadCheckpointMetadata` read back.
-    checkpoint_id: i64,
-}
-
-impl Snapshot {
-    fn local(&self) -> PathBuf {
-        PathBuf::from(
-            self.path
-                .strip_prefix("file:")
-                .expect("Flink reports file:/ paths"),
-        )
-    }
-
-    fn metadata(&self) -> Vec<u8> {
-        std::fs::read(self.local().join("_metadata")).expect("Flink wrote _metadata")
-    }
-
-    /// The directory name: `savepoint-…` or `chk-<n>`.
-    fn name(&self) -> String {
-        self.local()
-            .file_name()
-            .and_then(OsStr::to_str)
-            .expect("a directory name")
-            .to_string()
-    }
-}
 
 /// Everything the tests read: Flink's snapshots and the damaged files, under one root.
 struct Fixture {
-    /// The allowed file root: `flink/` (Flink's output) and `bad/` (damaged files).
+    /// The allowed file root: `flink-<release>/` (Flink's output) and `bad/` (damaged files).
     root: PathBuf,
-    flink_version: String,
-    canonical: Snapshot,
-    native: Snapshot,
-    retained: Snapshot,
+    /// Flink 2.2's snapshots.
+    flink: &'static Report,
 }
 
 impl Fixture {
@@ -108,9 +55,9 @@ impl Fixture {
 
     fn snapshots(&self) -> [(&'static str, &Snapshot); 3] {
         [
-            ("canonical savepoint", &self.canonical),
-            ("native savepoint", &self.native),
-            ("retained checkpoint", &self.retained),
+            ("canonical savepoint", &self.flink.canonical),
+            ("native savepoint", &self.flink.native),
+            ("retained checkpoint", &self.flink.retained),
         ]
     }
 }
@@ -118,84 +65,22 @@ impl Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("verify");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("bad")).expect("create the fixture root");
-        let root = std::fs::canonicalize(&root).expect("canonical fixture root");
-        let report = run_flink(&root.join("flink"));
-        let snapshot = |name: &str| Snapshot {
-            path: report[name]["path"]
-                .as_str()
-                .unwrap_or_else(|| panic!("Flink reported no {name} path: {report}"))
-                .to_string(),
-            checkpoint_id: report[name]["checkpoint_id"]
-                .as_i64()
-                .unwrap_or_else(|| panic!("Flink reported no {name} id: {report}")),
-        };
         let fixture = Fixture {
-            flink_version: report["flink_version"].as_str().unwrap_or("?").to_string(),
-            canonical: snapshot("canonical"),
-            native: snapshot("native"),
-            retained: snapshot("retained"),
-            root,
+            flink: flink::snapshots(Release::V2_2),
+            root: flink::scratch_root(),
         };
         write_bad_files(&fixture);
-        eprintln!(
-            "Flink {} wrote: canonical {:?} (checkpoint {}), native {:?} (checkpoint {}), retained {:?}",
-            fixture.flink_version,
-            fixture.canonical.path,
-            fixture.canonical.checkpoint_id,
-            fixture.native.path,
-            fixture.native.checkpoint_id,
-            fixture.retained.path,
-        );
         fixture
     })
 }
 
-/// Runs `tests/flink/take_savepoints.py OUT` and returns its JSON report.
-fn run_flink(out: &Path) -> Value {
-    let started = Instant::now();
-    let log = out.with_extension("log");
-    let mut child = Command::new(flink_python())
-        .arg(Path::new(ROOT).join("tests/flink/take_savepoints.py"))
-        .arg(out)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("create the Flink log"))
-        .spawn()
-        .expect("cannot start Python for Flink: run tests/provision-flink.sh");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for Flink") {
-            break status;
-        }
-        if started.elapsed() > FLINK_TIMEOUT {
-            let _ = child.kill();
-            panic!(
-                "Flink did not finish within {FLINK_TIMEOUT:?}; log:\n{}",
-                common::log_tail(&log, 40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let text = reader.join().unwrap_or_default();
-    assert!(
-        status.success(),
-        "Flink failed ({status}); is it provisioned (tests/provision-flink.sh)? log:\n{}",
-        common::log_tail(&log, 40)
-    );
-    eprintln!("Flink ran in {:.1}s", started.elapsed().as_secs_f64());
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("Flink printed {text:?}: {e}"))
+fn flink_python() -> PathBuf {
+    Release::V2_2.python()
 }
 
 /// Damaged and foreign files next to Flink's: each a directory with a `_metadata`.
 fn write_bad_files(f: &Fixture) {
-    let canonical = f.canonical.metadata();
+    let canonical = f.flink.canonical.metadata();
     let mut random = vec![0u8; 4096];
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     for byte in &mut random {
@@ -206,14 +91,14 @@ fn write_bad_files(f: &Fixture) {
     }
     let mut version_7 = canonical.clone();
     version_7[4..8].copy_from_slice(&7i32.to_be_bytes());
-    let other_chk = format!("job/chk-{}", f.retained.checkpoint_id + 100);
+    let other_chk = format!("job/chk-{}", f.flink.retained.checkpoint_id + 100);
     for (dir, bytes) in [
         ("empty", Vec::new()),
         ("truncated", canonical[..10].to_vec()),
         ("random", random),
         ("json", b"{\"not\": \"a savepoint\"}\n".to_vec()),
         ("version-7", version_7),
-        (other_chk.as_str(), f.retained.metadata()),
+        (other_chk.as_str(), f.flink.retained.metadata()),
     ] {
         let dir = f.bad(dir);
         std::fs::create_dir_all(&dir).expect("create a bad-file directory");
@@ -240,13 +125,27 @@ fn file_verifier(f: &Fixture) -> Verifier {
 // Files Flink wrote, and files it did not
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn flink_written_snapshots_verify_with_flinks_ids() {
-    let f = fixture();
-    assert_ne!(f.canonical.checkpoint_id, f.native.checkpoint_id);
-    let verifier = file_verifier(f);
+/// The metadata format version each release writes.
+fn written_format(release: Release) -> i32 {
+    match release {
+        Release::V1_20 => 4,
+        Release::V2_2 => 6,
+    }
+}
+
+/// Every snapshot Flink wrote verifies, in each spelling of its location, with the
+/// checkpoint id and format version Flink itself reads back.
+async fn verify_every_snapshot(release: Release, snapshots: &[(&str, &Snapshot)]) {
+    let verifier = Verifier::new(VerifyConfig {
+        mode: Mode::Deny,
+        file_roots: vec![flink::scratch_root()],
+        ..VerifyConfig::default()
+    })
+    .expect("a verifier over the scratch root");
     let budget = Duration::from_secs(5);
-    for (what, snapshot) in f.snapshots() {
+    for (what, snapshot) in snapshots {
+        let what = format!("Flink {} {what}", release.label());
+        assert_eq!(snapshot.metadata_version, written_format(release), "{what}");
         let local = snapshot.local();
         let local = local.display();
         // Flink's own spelling first, then the other spellings of the same location.
@@ -263,7 +162,7 @@ async fn flink_written_snapshots_verify_with_flinks_ids() {
                 checked.outcome,
                 Outcome::Verified {
                     checkpoint_id: snapshot.checkpoint_id,
-                    version: 6
+                    version: snapshot.metadata_version,
                 },
                 "{what} at {raw}"
             );
@@ -271,13 +170,44 @@ async fn flink_written_snapshots_verify_with_flinks_ids() {
             assert_eq!(checked.source, source, "{what} at {raw}");
         }
     }
-    assert!(
-        f.retained
-            .name()
-            .ends_with(&format!("chk-{}", f.retained.checkpoint_id)),
-        "Flink names a retained checkpoint chk-<id>: {}",
-        f.retained.path
+}
+
+#[tokio::test]
+async fn flink_written_snapshots_verify_with_flinks_ids() {
+    let f = fixture();
+    assert_ne!(
+        f.flink.canonical.checkpoint_id,
+        f.flink.native.checkpoint_id
     );
+    verify_every_snapshot(Release::V2_2, &f.snapshots()).await;
+    assert!(
+        f.flink
+            .retained
+            .name()
+            .ends_with(&format!("chk-{}", f.flink.retained.checkpoint_id)),
+        "Flink names a retained checkpoint chk-<id>: {}",
+        f.flink.retained.path
+    );
+}
+
+#[tokio::test]
+async fn flink_1_20_snapshots_verify_with_flinks_ids() {
+    let report = flink::snapshots(Release::V1_20);
+    assert!(
+        report.flink_version.starts_with("1.20."),
+        "{}",
+        report.flink_version
+    );
+    verify_every_snapshot(Release::V1_20, &report.snapshots()).await;
+    for retained in std::iter::once(&report.retained).chain(&report.many) {
+        assert!(
+            retained
+                .name()
+                .ends_with(&format!("chk-{}", retained.checkpoint_id)),
+            "Flink names a retained checkpoint chk-<id>: {}",
+            retained.path
+        );
+    }
 }
 
 #[tokio::test]
@@ -285,7 +215,7 @@ async fn damaged_and_foreign_files_are_refused_in_deny_mode() {
     let f = fixture();
     let verifier = file_verifier(f);
     let budget = Duration::from_secs(5);
-    let chk = f.retained.checkpoint_id;
+    let chk = f.flink.retained.checkpoint_id;
     let cases: Vec<(String, Outcome, String)> = vec![
         (
             "empty".into(),
@@ -493,9 +423,9 @@ struct Keys {
 
 fn s3_keys(f: &Fixture) -> Keys {
     Keys {
-        canonical: format!("savepoints/{}", f.canonical.name()),
-        native: format!("savepoints/{}", f.native.name()),
-        retained: format!("checkpoints/job/{}", f.retained.name()),
+        canonical: format!("savepoints/{}", f.flink.canonical.name()),
+        native: format!("savepoints/{}", f.flink.native.name()),
+        retained: format!("checkpoints/job/{}", f.flink.retained.name()),
     }
 }
 
@@ -503,7 +433,7 @@ fn start_moto(f: &Fixture, copies: usize) -> Moto {
     let port = free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
     let process = Guarded::spawn(
-        &venv_bin("SAVEPOINT_WEBHOOK_MOTO_SERVER", "moto_server"),
+        &flink::venv_bin("SAVEPOINT_WEBHOOK_MOTO_SERVER", "flink-venv", "moto_server"),
         &[
             "-H".into(),
             "127.0.0.1".into(),
@@ -531,24 +461,24 @@ fn start_moto(f: &Fixture, copies: usize) -> Moto {
         format!(
             "{}/_metadata={}",
             keys.canonical,
-            f.canonical.local().join("_metadata").display()
+            f.flink.canonical.local().join("_metadata").display()
         ),
         format!(
             "{}/_metadata={}",
             keys.native,
-            f.native.local().join("_metadata").display()
+            f.flink.native.local().join("_metadata").display()
         ),
         format!(
             "{}/_metadata={}",
             keys.retained,
-            f.retained.local().join("_metadata").display()
+            f.flink.retained.local().join("_metadata").display()
         ),
         format!("empty/_metadata={}", empty.display()),
     ];
     for i in 0..copies {
         objects.push(format!(
             "copies/sp-{i}/_metadata={}",
-            f.canonical.local().join("_metadata").display()
+            f.flink.canonical.local().join("_metadata").display()
         ));
     }
     let out = Command::new(flink_python())
@@ -621,9 +551,9 @@ fn s3_locations_are_read_from_the_configured_endpoint() {
     ];
 
     for (key, id, spelling) in [
-        (&keys.canonical, f.canonical.checkpoint_id, "s3"),
-        (&keys.native, f.native.checkpoint_id, "s3a"),
-        (&keys.retained, f.retained.checkpoint_id, "s3p"),
+        (&keys.canonical, f.flink.canonical.checkpoint_id, "s3"),
+        (&keys.native, f.flink.native.checkpoint_id, "s3a"),
+        (&keys.retained, f.flink.retained.checkpoint_id, "s3p"),
     ] {
         let at = format!("{spelling}://{BUCKET}/{key}");
         let (output, answer) = review(&savepoint_manifest(dir.path(), "s3", &at), &flags, &creds);
@@ -1133,7 +1063,7 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
 
     let reply = cluster
         .create_savepoint(
-            &mk_savepoint("verify", "chk", "app", &f.retained.path),
+            &mk_savepoint("verify", "chk", "app", &f.flink.retained.path),
             false,
         )
         .await;
@@ -1149,7 +1079,7 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
 
     // The same snapshot for a Deployment whose Flink cannot read its format: refused,
     // naming both; for one that can: admitted.
-    let format = match savepoint_webhook::verify::header::parse(&f.retained.metadata()) {
+    let format = match savepoint_webhook::verify::header::parse(&f.flink.retained.metadata()) {
         savepoint_webhook::verify::header::Header::Flink { version, .. } => version,
         other => panic!("the retained checkpoint's header: {other:?}"),
     };
@@ -1157,7 +1087,7 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
         "verify",
         "chk-old-flink",
         "app-flink-1-20",
-        &f.retained.path,
+        &f.flink.retained.path,
     );
     let reply = cluster.create_savepoint(&old_flink, false).await;
     if format > 4 {
@@ -1175,7 +1105,12 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
     } else {
         reply.savepoint("a snapshot format Flink 1.20 reads");
     }
-    let new_flink = mk_savepoint("verify", "chk-new-flink", "app-flink-2-2", &f.retained.path);
+    let new_flink = mk_savepoint(
+        "verify",
+        "chk-new-flink",
+        "app-flink-2-2",
+        &f.flink.retained.path,
+    );
     cluster
         .create_savepoint(&new_flink, false)
         .await
