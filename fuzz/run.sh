@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Bounded fuzzing of the decision path (fuzz_targets/decide.rs) on stable Rust.
+# Bounded fuzzing on stable Rust of the decision path (fuzz_targets/decide.rs) and of the
+# `_metadata` reader (fuzz_targets/metadata.rs, for a third of the time).
 #
 #   fuzz/run.sh [SECONDS]     default 60; exit code non-zero when a crash was found
 #
@@ -10,9 +11,9 @@
 # would mainly check the C++ of libFuzzer itself; panics and failed assertions are the
 # crashes looked for.
 #
-# The corpus is built at run time in fuzz/corpus/decide from tests/fixtures/*.json (never
-# committed); crashes land in fuzz/artifacts/decide/ and are printed with the command
-# that reproduces them.
+# Corpora are built at run time in fuzz/corpus/TARGET from tests/fixtures/*.json and
+# tests/fixtures/metadata/ (never committed); crashes land in fuzz/artifacts/TARGET/ and
+# are printed with the command that reproduces them.
 set -euo pipefail
 seconds="${1:-60}"
 cd "$(dirname "$0")"
@@ -24,28 +25,39 @@ fuzz_target_dir="$SAVEPOINT_WEBHOOK_CACHE/fuzz-target"
 # Resolve the fuzzed crate's dependencies to the versions the main build uses.
 [[ -f Cargo.lock ]] || cp ../Cargo.lock Cargo.lock
 
-corpus=corpus/decide
-mkdir -p "$corpus" artifacts/decide
-cp ../tests/fixtures/*.json "$corpus"/
-
 export RUSTC_BOOTSTRAP=1
-echo "fuzz: building the decide target" >&2
-if ! nice -n 10 cargo fuzz build --sanitizer none --target-dir "$fuzz_target_dir" decide; then
-  echo "fuzz: the fuzz target does not build" >&2
-  exit 2
-fi
-echo "fuzz: decide for ${seconds}s (corpus $corpus)" >&2
-status=0
-nice -n 10 cargo fuzz run --sanitizer none --target-dir "$fuzz_target_dir" decide "$corpus" -- \
-  -max_total_time="$seconds" -dict=decide.dict -max_len=65536 -timeout=10 \
-  -rss_limit_mb=2048 -print_final_stats=1 > fuzz.log 2>&1 || status=$?
-grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' fuzz.log >&2 || true
-if [[ $status -ne 0 ]] || grep -q 'Test unit written to' fuzz.log; then
-  grep -B2 -A12 -E 'panicked at|ERROR: libFuzzer' fuzz.log | head -60 >&2 || tail -40 fuzz.log >&2
-  echo "fuzz: CRASH (full log fuzz/fuzz.log); reproduce with:" >&2
-  for crash in artifacts/decide/*; do
-    [[ -e $crash ]] && echo "  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none decide $crash)" >&2
-  done
-  exit 1
-fi
+
+# fuzz TARGET SECONDS SEED... : builds and runs one target, its corpus seeded from SEED
+# files; exits on a crash.
+fuzz() {
+  local target=$1 secs=$2
+  shift 2
+  local corpus=corpus/$target
+  mkdir -p "$corpus" "artifacts/$target"
+  cp "$@" "$corpus"/
+  echo "fuzz: building the $target target" >&2
+  if ! nice -n 10 cargo fuzz build --sanitizer none --target-dir "$fuzz_target_dir" "$target"; then
+    echo "fuzz: the $target target does not build" >&2
+    exit 2
+  fi
+  echo "fuzz: $target for ${secs}s (corpus $corpus)" >&2
+  local status=0 dict=()
+  [[ -f $target.dict ]] && dict=(-dict="$target.dict")
+  nice -n 10 cargo fuzz run --sanitizer none --target-dir "$fuzz_target_dir" "$target" "$corpus" -- \
+    -max_total_time="$secs" "${dict[@]}" -max_len=65536 -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1 > "fuzz-$target.log" 2>&1 || status=$?
+  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' "fuzz-$target.log" >&2 || true
+  if [[ $status -ne 0 ]] || grep -q 'Test unit written to' "fuzz-$target.log"; then
+    grep -B2 -A12 -E 'panicked at|ERROR: libFuzzer' "fuzz-$target.log" | head -60 >&2 || tail -40 "fuzz-$target.log" >&2
+    echo "fuzz: CRASH in $target (full log fuzz/fuzz-$target.log); reproduce with:" >&2
+    for crash in "artifacts/$target"/*; do
+      [[ -e $crash ]] && echo "  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer none $target $crash)" >&2
+    done
+    exit 1
+  fi
+}
+
+fuzz decide "$seconds" ../tests/fixtures/*.json
+# The metadata reader is small; a third of the time finds what it can.
+fuzz metadata "$(( (seconds + 2) / 3 ))" ../tests/fixtures/metadata/flink-*
 echo "fuzz: no crash in ${seconds}s" >&2

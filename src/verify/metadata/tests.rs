@@ -78,9 +78,65 @@ fn reads_what_flink_2_2_wrote() {
     assert!(checkpoint.operators.iter().any(|o| o.name.is_some()));
 }
 
+const ROCKSDB: [(&str, &[u8]); 6] = [
+    (
+        "1.20.5 native",
+        include_bytes!("../../../tests/fixtures/metadata/flink-1.20.5-rocksdb-native"),
+    ),
+    (
+        "1.20.5 retained",
+        include_bytes!("../../../tests/fixtures/metadata/flink-1.20.5-rocksdb-retained"),
+    ),
+    (
+        "1.20.5 many",
+        include_bytes!("../../../tests/fixtures/metadata/flink-1.20.5-rocksdb-many"),
+    ),
+    (
+        "2.2.1 native",
+        include_bytes!("../../../tests/fixtures/metadata/flink-2.2.1-rocksdb-native"),
+    ),
+    (
+        "2.2.1 retained",
+        include_bytes!("../../../tests/fixtures/metadata/flink-2.2.1-rocksdb-retained"),
+    ),
+    (
+        "2.2.1 many",
+        include_bytes!("../../../tests/fixtures/metadata/flink-2.2.1-rocksdb-many"),
+    ),
+];
+
+#[test]
+fn reads_rocksdb_snapshots_of_both_releases() {
+    for (name, bytes) in ROCKSDB {
+        let snapshot = parse(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let format = if name.starts_with("1.20") { 4 } else { 6 };
+        assert_eq!(snapshot.format, format, "{name}");
+        assert!(snapshot.is_incremental(), "{name}");
+        assert!(!snapshot.files.is_empty(), "{name}");
+        let kind = &snapshot.properties.as_ref().unwrap().kind;
+        assert_eq!(
+            matches!(kind, SnapshotKind::Checkpoint { .. }),
+            !name.ends_with("native"),
+            "{name}: {kind}"
+        );
+        // Savepoints name their files relative to their directory; checkpoints name shared/.
+        let relative = snapshot
+            .files
+            .iter()
+            .all(|f| matches!(f.path, FilePath::Relative(_)));
+        assert_eq!(relative, name.ends_with("native"), "{name}");
+        if name.starts_with("2.2") {
+            assert!(
+                snapshot.operators.iter().all(|o| o.name.is_some()),
+                "{name}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_prefix_of_a_real_file_is_an_error_and_never_a_panic() {
-    for file in [CANONICAL, NATIVE, CHECKPOINT] {
+    for file in [CANONICAL, NATIVE, CHECKPOINT, ROCKSDB[0].1, ROCKSDB[4].1] {
         for len in 0..file.len() {
             let err = parse(&file[..len]).unwrap_err();
             assert!(err.is_truncated(), "prefix {len}: {err}");
