@@ -361,7 +361,16 @@ fn review_verifies_flinks_spelling_and_refuses_a_bad_location() {
         assert_eq!(output.status.code(), Some(0), "{what}: {answer}\n{stderr}");
         let line = format!("verified: checkpoint {}", snapshot.checkpoint_id);
         assert!(stderr.contains(&line), "{what}: {stderr}");
-        assert!(warnings(&answer).is_empty(), "{what}: {answer}");
+        // Read fully: a savepoint is self-contained; an incremental checkpoint's shared/
+        // files lie beside its chk-N, which is worth a warning.
+        let found = warnings(&answer);
+        match what.contains("savepoint") {
+            true => assert!(found.is_empty(), "{what}: {answer}"),
+            false => assert!(
+                found.len() == 1 && found[0].contains("not relocatable"),
+                "{what}: {answer}"
+            ),
+        }
     }
     let manifest = savepoint_manifest(dir.path(), "bad", &format!("file:{root}/bad/no-metadata"));
     let (output, answer) = review(&manifest, &flags, &[]);
@@ -429,6 +438,33 @@ fn s3_keys(f: &Fixture) -> Keys {
     }
 }
 
+/// Copies the directory tree `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The key of the copy of the native savepoint uploaded without one of its state files,
+/// and that file's name.
+fn damaged_native(f: &Fixture) -> (String, String) {
+    let lost = f
+        .flink
+        .native
+        .files
+        .iter()
+        .find_map(|file| file.relative_path.clone())
+        .expect("a native savepoint has state files of its own");
+    (format!("damaged/{}", f.flink.native.name()), lost)
+}
+
 fn start_moto(f: &Fixture, copies: usize) -> Moto {
     let port = free_port();
     let log = tempfile::NamedTempFile::new().unwrap();
@@ -475,6 +511,32 @@ fn start_moto(f: &Fixture, copies: usize) -> Moto {
         ),
         format!("empty/_metadata={}", empty.display()),
     ];
+    // The savepoints' state files beside their _metadata (full reads ask for each), and a
+    // copy of the native savepoint that lost one of them.
+    for (key, snapshot) in [
+        (&keys.canonical, &f.flink.canonical),
+        (&keys.native, &f.flink.native),
+        (&keys.retained, &f.flink.retained),
+    ] {
+        for file in &snapshot.files {
+            if let Some(relative) = &file.relative_path {
+                objects.push(format!("{key}/{relative}={}", file.local().display()));
+            }
+        }
+    }
+    let (damaged, lost) = damaged_native(f);
+    objects.push(format!(
+        "{damaged}/_metadata={}",
+        f.flink.native.local().join("_metadata").display()
+    ));
+    for file in &f.flink.native.files {
+        match &file.relative_path {
+            Some(relative) if relative != &lost => {
+                objects.push(format!("{damaged}/{relative}={}", file.local().display()))
+            }
+            _ => {}
+        }
+    }
     for i in 0..copies {
         objects.push(format!(
             "copies/sp-{i}/_metadata={}",
@@ -564,6 +626,27 @@ fn s3_locations_are_read_from_the_configured_endpoint() {
             "{at}: {stderr}"
         );
     }
+
+    // A full read asks the store for every state file: one the copy lost is refused.
+    let (damaged, lost) = damaged_native(f);
+    let at = format!("s3://{BUCKET}/{damaged}");
+    let (output, answer) = review(&savepoint_manifest(dir.path(), "d", &at), &flags, &creds);
+    assert_eq!(output.status.code(), Some(1), "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 state file the snapshot references is missing")
+            && message.contains(&format!("{at}/{lost}")),
+        "{message}"
+    );
+    // The header alone cannot tell.
+    let mut header_only = flags.clone();
+    header_only.extend(["--verify-depth", "header"]);
+    let (output, answer) = review(
+        &savepoint_manifest(dir.path(), "d", &at),
+        &header_only,
+        &creds,
+    );
+    assert_eq!(output.status.code(), Some(0), "{answer}");
 
     let missing = format!("s3://{BUCKET}/savepoints/savepoint-000000-000000000000");
     let (output, answer) = review(
@@ -973,6 +1056,8 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
         "false",
         "--verify-location",
         "deny",
+        "--verify-depth",
+        "full",
         "--verify-file-root",
         &root,
         "--verify-s3-endpoint",
@@ -1068,14 +1153,62 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
         )
         .await;
     reply.savepoint("the retained checkpoint in Flink's spelling");
+    // Read fully: admitted, with the one thing to know about an incremental checkpoint.
+    let location_warnings: Vec<_> = reply
+        .warnings
+        .iter()
+        .filter(|w| w.contains("savepointLocation"))
+        .collect();
     assert!(
-        !reply
-            .warnings
-            .iter()
-            .any(|w| w.contains("savepointLocation")),
+        location_warnings.len() == 1 && location_warnings[0].contains("not relocatable"),
         "{:?}",
         reply.warnings
     );
+
+    // A copy of the native savepoint that lost a state file: the header is fine, the
+    // restore would not be; refused through the API server, naming the file.
+    let copy = f.root.join("bad").join("native-lost-a-file");
+    copy_tree(&f.flink.native.local(), &copy);
+    let lost = f
+        .flink
+        .native
+        .files
+        .iter()
+        .find_map(|file| file.relative_path.clone())
+        .expect("a native savepoint has state files of its own");
+    std::fs::remove_file(copy.join(&lost)).unwrap();
+    let reply = cluster
+        .create_savepoint(
+            &mk_savepoint("verify", "lost", "app", &format!("file:{}", copy.display())),
+            false,
+        )
+        .await;
+    let message = reply
+        .refusal("a savepoint missing a state file")
+        .to_string();
+    assert!(
+        message.contains("1 state file the snapshot references is missing")
+            && message.contains(&lost),
+        "{message}"
+    );
+    eprintln!("verify: a savepoint missing a state file: refused: {message}");
+
+    // A retained checkpoint no one holds yet registered as a user's savepoint: refused.
+    let unheld = &f
+        .flink
+        .many
+        .as_ref()
+        .expect("a checkpoint with many files")
+        .path;
+    let mut as_savepoint = mk_savepoint("verify", "chk-as-savepoint", "app", unheld);
+    as_savepoint["spec"]["origin"] = json!("USER_REQUEST");
+    let message = cluster
+        .create_savepoint(&as_savepoint, false)
+        .await
+        .refusal("a checkpoint registered as a savepoint")
+        .to_string();
+    assert!(message.contains("spec.origin is USER_REQUEST"), "{message}");
+    eprintln!("verify: a checkpoint registered as a savepoint: refused: {message}");
 
     // The same snapshot for a Deployment whose Flink cannot read its format: refused,
     // naming both; for one that can: admitted.

@@ -176,6 +176,17 @@ impl Finding {
     pub fn describe(&self, location: &str) -> String {
         self.to_string().replace("{location}", location)
     }
+
+    /// The message as an admission answer gives it: led by the field it is about (the
+    /// mismatches name their own field).
+    pub fn answer(&self, location: &str) -> String {
+        match self {
+            Finding::FormatMismatch { .. }
+            | Finding::OriginMismatch { .. }
+            | Finding::TypeMismatch { .. } => self.describe(location),
+            _ => format!("spec.savepointLocation: {}", self.describe(location)),
+        }
+    }
 }
 
 impl fmt::Display for Finding {
@@ -382,14 +393,11 @@ pub fn findings_verdict(mode: Mode, findings: &[Finding], location: &str) -> Vec
     if mode == Mode::Deny
         && let Some(error) = findings.iter().find(|f| f.severity() == Severity::Error)
     {
-        return vec![Verdict::Deny(format!(
-            "spec.savepointLocation: {}",
-            error.describe(location)
-        ))];
+        return vec![Verdict::Deny(error.answer(location))];
     }
     findings
         .iter()
-        .map(|f| Verdict::Warn(format!("spec.savepointLocation: {}", f.describe(location))))
+        .map(|f| Verdict::Warn(f.answer(location)))
         .collect()
 }
 

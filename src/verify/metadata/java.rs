@@ -269,7 +269,11 @@ impl Reader<'_> {
                     fields,
                     parent,
                 };
-                self.handles[slot] = Handle::Class(desc.clone());
+                // A reset inside the descriptor may have dropped its handle: then no later
+                // reference can name it anyway.
+                if let Some(handle) = self.handles.get_mut(slot) {
+                    *handle = Handle::Class(desc.clone());
+                }
                 Ok(Some(desc))
             }
             other => Err(ParseError::unsupported(
@@ -346,5 +350,31 @@ fn primitive_width(code: u8, at: usize) -> Result<usize, ParseError> {
             at,
             format!("field type {:?}", char::from(other)),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_inside_a_class_descriptor_is_survived() {
+        let mut bytes = vec![0xac, 0xed, 0x00, 0x05, TC_OBJECT, TC_CLASSDESC];
+        bytes.extend_from_slice(&[0, 1, b'A']);
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.push(SC_SERIALIZABLE);
+        bytes.extend_from_slice(&[0, 1, b'L', 0, 1, b'f']);
+        bytes.extend_from_slice(&[TC_RESET, TC_STRING, 0, 1, b'X']);
+        bytes.extend_from_slice(&[TC_ENDBLOCKDATA, TC_NULL, TC_NULL]);
+        let value = read_object(&bytes).unwrap();
+        assert_eq!(value.class(), Some("A"));
+        assert_eq!(value.field("f"), Some(&Value::Null));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let mut bytes = vec![0xac, 0xed, 0x00, 0x05];
+        bytes.extend(std::iter::repeat_n(TC_RESET, 10_000));
+        assert!(read_object(&bytes).is_err());
     }
 }
