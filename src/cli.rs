@@ -216,6 +216,12 @@ pub struct ServeArgs {
     /// Time a client has for the TLS handshake and for sending request headers.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// Ask every connection to close this long after its TLS handshake (HTTP/2 GOAWAY,
+    /// HTTP/1.1 close after the answer in progress; no request is lost), so that clients
+    /// handshake again, meeting a renewed certificate, and spread over new replicas.
+    /// Unset: connections stay open while used.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
     /// Most open connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
