@@ -49,7 +49,7 @@ pub enum Command {
     Review(ReviewArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(CrdsArgs),
-    /// Write a CA and a serving certificate for the webhook's Service.
+    /// Write or renew the CA and serving certificate for the webhook's Service; print the caBundle.
     Certs(CertsArgs),
     /// List stored Savepoints that break a rule or would warn at admission; exit 1 if any.
     Audit(AuditArgs),
@@ -332,9 +332,15 @@ pub struct CertsArgs {
     /// Namespace of the webhook's Service.
     #[arg(long, default_value = "savepoint-webhook")]
     pub namespace: String,
-    /// Directory to write ca.crt, tls.crt and tls.key into.
+    /// Directory of ca.crt, ca.key, tls.crt and tls.key. A CA there (ca.crt with its key)
+    /// signs a new serving certificate and stays; without one a new CA is made.
     #[arg(long)]
     pub out: PathBuf,
+    /// Make a new CA even though one is there. While a serving certificate of the old CA
+    /// is there, the new CA is only staged: the caBundle holds both, the serving
+    /// certificate stays, and the next run issues one from the new CA.
+    #[arg(long)]
+    pub new_ca: bool,
     /// More DNS names for the serving certificate.
     #[arg(long = "dns")]
     pub extra_dns: Vec<String>,

@@ -371,6 +371,7 @@ mod e2e {
     use base64::engine::general_purpose::STANDARD;
 
     use crate::control_plane::ControlPlane;
+    use savepoint_webhook::certs::signed_by;
 
     const SERVICE_ACCOUNT: &str = "system:serviceaccount:savepoint-webhook:savepoint-webhook";
 
@@ -489,8 +490,13 @@ mod e2e {
     }
 
     fn generate_certs(overlay: &Path) {
+        generate_certs_with(overlay, &[]);
+    }
+
+    fn generate_certs_with(overlay: &Path, args: &[&str]) {
         let output = Command::new("sh")
             .arg(overlay.join("generate-certs.sh"))
+            .args(args)
             .env("SAVEPOINT_WEBHOOK", BIN)
             .output()
             .expect("run generate-certs.sh");
@@ -655,7 +661,7 @@ mod e2e {
     }
 
     #[test]
-    fn self_managed_overlay_renders_and_rotates() {
+    fn self_managed_overlay_renders_renews_and_changes_its_ca() {
         let (_tmp, overlay) = self_managed_copy();
         let certs = overlay.join("certs");
         let docs = render(&overlay);
@@ -670,21 +676,74 @@ mod e2e {
                 "Secret key {file}"
             );
         }
-        let first_ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
+        let read = |file: &str| std::fs::read_to_string(certs.join(file)).expect(file);
+        let first_ca = read("ca.crt");
+        let first_leaf = read("tls.crt");
         assert_eq!(
             ca_bundles(&docs),
-            [first_ca.clone(), first_ca.clone(), first_ca.clone()]
+            [
+                first_ca.as_bytes(),
+                first_ca.as_bytes(),
+                first_ca.as_bytes()
+            ]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("ca.key"))
+            .expect("ca.key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "ca.key is readable by its owner only");
+        assert!(
+            secret["data"].get("ca.key").is_none(),
+            "the CA key never goes into the cluster"
+        );
+        let bundles = |docs: &[Value]| -> Vec<String> {
+            ca_bundles(docs)
+                .into_iter()
+                .map(|b| String::from_utf8(b).expect("PEM"))
+                .collect()
+        };
+
+        // A renewal: the same CA, a new serving certificate signed by it, the same caBundle.
+        generate_certs(&overlay);
+        let renewed = read("tls.crt");
+        assert_eq!(read("ca.crt"), first_ca, "a renewal keeps the CA");
+        assert_ne!(
+            renewed, first_leaf,
+            "a renewal issues a new serving certificate"
+        );
+        assert!(signed_by(&renewed, &first_ca));
+        assert_eq!(bundles(&render(&overlay)), vec![first_ca.clone(); 3]);
+
+        // A new CA is staged: published beside the old one, the serving certificate kept.
+        generate_certs_with(&overlay, &["--new-ca"]);
+        let second_ca = read("ca.crt");
+        assert_ne!(second_ca, first_ca);
+        assert_eq!(
+            read("tls.crt"),
+            renewed,
+            "staging a CA keeps the served certificate"
+        );
+        let both = format!("{second_ca}{first_ca}");
+        assert_eq!(bundles(&render(&overlay)), vec![both.clone(); 3]);
+
+        // The next run issues from the new CA; the old one stays published while the pods
+        // may still serve its certificate.
+        generate_certs(&overlay);
+        let from_second = read("tls.crt");
+        assert!(signed_by(&from_second, &second_ca));
+        let docs = render(&overlay);
+        assert_eq!(bundles(&docs), vec![both; 3]);
+        let secret = object(&docs, "Secret", "savepoint-webhook-tls");
+        assert_eq!(
+            base64_decode(&secret["data"]["ca.crt"]),
+            second_ca.as_bytes()
         );
 
-        // A rotation: new files, and a caBundle with the new CA and the previous one.
+        // The run after that drops the old CA.
         generate_certs(&overlay);
-        let second_ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
-        assert_ne!(second_ca, first_ca);
-        let docs = render(&overlay);
-        let both = [second_ca.clone(), first_ca].concat();
-        assert_eq!(ca_bundles(&docs), [both.clone(), both.clone(), both]);
-        let secret = object(&docs, "Secret", "savepoint-webhook-tls");
-        assert_eq!(base64_decode(&secret["data"]["ca.crt"]), second_ca);
+        assert_eq!(bundles(&render(&overlay)), vec![second_ca; 3]);
+        assert!(!certs.join("previous-ca.crt").exists());
     }
 
     /// `docs` as one v1 List for `kubectl apply -f -` (kubectl reads input that starts
