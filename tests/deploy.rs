@@ -26,7 +26,10 @@ use serde_json::{Value, json};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_savepoint-webhook");
 const NAMESPACE: &str = "savepoint-webhook";
-const EXCLUDE_LABEL: &str = "savepoint-webhook.appmanager.dataartisans.com/exclude";
+/// The opt-out label of older releases, which excludes nothing any more.
+const OLD_EXCLUDE_LABEL: &str = "savepoint-webhook.appmanager.dataartisans.com/exclude";
+/// Set by the API server (from 1.21) to each namespace's name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 fn read(relative: &str) -> String {
     let path = Path::new(ROOT).join(relative);
@@ -87,15 +90,15 @@ fn check_webhook(configuration: &Value, path: &str, operations: &[&str]) -> Stri
     let expressions = webhook["namespaceSelector"]["matchExpressions"]
         .as_array()
         .expect("namespaceSelector.matchExpressions");
-    assert!(
-        expressions
-            .contains(&json!({"key": EXCLUDE_LABEL, "operator": "NotIn", "values": ["true"]})),
-        "{kind} must skip namespaces labelled {EXCLUDE_LABEL}=true: {expressions:?}"
+    assert_eq!(
+        expressions,
+        &[json!({"key": NAME_LABEL, "operator": "NotIn", "values": [NAMESPACE]})],
+        "{kind} leaves alone only namespaces listed by name, through the label the API \
+         server sets; no label a tenant may write opts a namespace out"
     );
     assert!(
-        expressions.iter().all(|e| e["operator"] == "NotIn"),
-        "{kind}: every expression must only exclude, or webhooks stop applying to \
-         namespaces without the label (1.20 has no kubernetes.io/metadata.name)"
+        webhook["namespaceSelector"].get("matchLabels").is_none(),
+        "{kind}: no matchLabels"
     );
     path.to_owned()
 }
@@ -214,11 +217,12 @@ async fn base_manifests_match_the_server() {
         delete["failurePolicy"], "Ignore",
         "a warning on delete never blocks deletes while the webhook is down"
     );
-    let namespace = parse_yaml(&read("deploy/base/namespace.yaml"));
     assert_eq!(
-        object(&namespace, "Namespace", NAMESPACE)["metadata"]["labels"][EXCLUDE_LABEL],
-        "true",
-        "the webhook's own namespace must carry the exclusion label"
+        delete["namespaceSelector"],
+        json!({"matchExpressions": [
+            {"key": NAME_LABEL, "operator": "NotIn", "values": [NAMESPACE]}
+        ]}),
+        "the delete webhook leaves alone the namespaces the others do"
     );
 
     // Service 443 -> the container's https port, which is where serve listens.
@@ -561,9 +565,11 @@ mod e2e {
             deployment["spec"]["selector"],
             json!({"matchLabels": {"app.kubernetes.io/name": "savepoint-webhook"}})
         );
-        assert_eq!(
-            object(docs, "Namespace", NAMESPACE)["metadata"]["labels"][EXCLUDE_LABEL],
-            "true"
+        assert!(
+            object(docs, "Namespace", NAMESPACE)["metadata"]["labels"]
+                .get(OLD_EXCLUDE_LABEL)
+                .is_none(),
+            "the namespace carries no opt-out label"
         );
         let crds: Vec<&Value> = docs
             .iter()
@@ -1075,13 +1081,8 @@ mod e2e {
         !run.success && (run.stderr.contains("NotFound") || run.stderr.contains("not found"))
     }
 
-    fn mk_namespace(name: &str, excluded: bool) -> Value {
-        let labels = if excluded {
-            json!({ EXCLUDE_LABEL: "true" })
-        } else {
-            json!({})
-        };
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    fn mk_namespace(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     }
 
     fn mk_deployment(namespace: &str, name: &str) -> Value {
@@ -1133,10 +1134,11 @@ mod e2e {
         let (_tmp, overlay) = self_managed_copy();
         let webhook = for_server(kubeconfig, render(&overlay));
 
-        // Objects from before the webhook, and a namespace it leaves alone.
+        // Objects from before the webhook.
         let before = [
-            mk_namespace("team-a", false),
-            mk_namespace("excluded", true),
+            mk_namespace("team-a"),
+            mk_namespace("team-b"),
+            mk_savepoint("team-b", "sp-3", "app-4"),
             mk_deployment("team-a", "app-1"),
             mk_deployment("team-a", "app-2"),
             mk_savepoint("team-a", "sp-1", "app-1"),
@@ -1164,21 +1166,20 @@ mod e2e {
         );
         let during = [
             mk_deployment("team-a", "app-3"),
-            mk_deployment("excluded", "app-4"),
-            mk_savepoint("excluded", "sp-3", "app-4"),
+            mk_deployment("team-b", "app-4"),
         ];
         let run = create(kubeconfig, &during);
         assert!(run.success, "{}{}", run.stdout, run.stderr);
         let savepoints = names(kubeconfig, SAVEPOINT_CRD);
         let deployments = names(kubeconfig, DEPLOYMENT_CRD);
-        assert_eq!(savepoints, ["excluded/sp-3", "team-a/sp-1", "team-a/sp-2"]);
+        assert_eq!(savepoints, ["team-a/sp-1", "team-a/sp-2", "team-b/sp-3"]);
         assert_eq!(
             deployments,
             [
-                "excluded/app-4",
                 "team-a/app-1",
                 "team-a/app-2",
-                "team-a/app-3"
+                "team-a/app-3",
+                "team-b/app-4"
             ]
         );
         let crds = [SAVEPOINT_CRD, DEPLOYMENT_CRD]
