@@ -49,7 +49,7 @@ pub enum Command {
     Review(ReviewArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(CrdsArgs),
-    /// Write a CA and a serving certificate for the webhook's Service.
+    /// Write or renew the CA and serving certificate for the webhook's Service; print the caBundle.
     Certs(CertsArgs),
     /// List stored Savepoints that break a rule or would warn at admission; exit 1 if any.
     Audit(AuditArgs),
@@ -254,6 +254,12 @@ pub struct ServeArgs {
     /// Time a client has for the TLS handshake and for sending request headers.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+    /// Ask every connection to close this long after its TLS handshake (HTTP/2 GOAWAY,
+    /// HTTP/1.1 close after the answer in progress; no request is lost), so that clients
+    /// handshake again, meeting a renewed certificate, and spread over new replicas.
+    /// Unset: connections stay open while used.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
     /// Most open connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
@@ -375,9 +381,15 @@ pub struct CertsArgs {
     /// Namespace of the webhook's Service.
     #[arg(long, default_value = "savepoint-webhook")]
     pub namespace: String,
-    /// Directory to write ca.crt, tls.crt and tls.key into.
+    /// Directory of ca.crt, ca.key, tls.crt and tls.key. A CA there (ca.crt with its key)
+    /// signs a new serving certificate and stays; without one a new CA is made.
     #[arg(long)]
     pub out: PathBuf,
+    /// Make a new CA even though one is there. While a serving certificate of the old CA
+    /// is there, the new CA is only staged: the caBundle holds both, the serving
+    /// certificate stays, and the next run issues one from the new CA.
+    #[arg(long)]
+    pub new_ca: bool,
     /// More DNS names for the serving certificate.
     #[arg(long = "dns")]
     pub extra_dns: Vec<String>,

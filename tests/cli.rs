@@ -244,6 +244,36 @@ fn certs_command_writes_a_ca_signed_serving_pair() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o077, 0, "the key is private");
+    let mode = std::fs::metadata(dir.path().join("ca.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the CA key is private");
+
+    // A second run renews the serving certificate with the same CA.
+    let again = run(&[
+        "certs",
+        "--service",
+        "hook",
+        "--namespace",
+        "ops",
+        "--out",
+        &out_dir,
+    ]);
+    assert!(again.status.success());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(String::from_utf8(again.stdout).unwrap().trim())
+            .unwrap(),
+        ca_bundle,
+        "the caBundle stays"
+    );
+    let renewed = std::fs::read_to_string(dir.path().join("tls.crt")).unwrap();
+    assert_ne!(renewed.as_bytes(), cert.as_slice());
+    assert!(savepoint_webhook::certs::signed_by(
+        &renewed,
+        &String::from_utf8(ca_bundle).unwrap()
+    ));
 }
 
 #[test]

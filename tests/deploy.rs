@@ -26,7 +26,10 @@ use serde_json::{Value, json};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_savepoint-webhook");
 const NAMESPACE: &str = "savepoint-webhook";
-const EXCLUDE_LABEL: &str = "savepoint-webhook.appmanager.dataartisans.com/exclude";
+/// The opt-out label of older releases, which excludes nothing any more.
+const OLD_EXCLUDE_LABEL: &str = "savepoint-webhook.appmanager.dataartisans.com/exclude";
+/// Set by the API server (from 1.21) to each namespace's name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 fn read(relative: &str) -> String {
     let path = Path::new(ROOT).join(relative);
@@ -87,15 +90,15 @@ fn check_webhook(configuration: &Value, path: &str, operations: &[&str]) -> Stri
     let expressions = webhook["namespaceSelector"]["matchExpressions"]
         .as_array()
         .expect("namespaceSelector.matchExpressions");
-    assert!(
-        expressions
-            .contains(&json!({"key": EXCLUDE_LABEL, "operator": "NotIn", "values": ["true"]})),
-        "{kind} must skip namespaces labelled {EXCLUDE_LABEL}=true: {expressions:?}"
+    assert_eq!(
+        expressions,
+        &[json!({"key": NAME_LABEL, "operator": "NotIn", "values": [NAMESPACE]})],
+        "{kind} leaves alone only namespaces listed by name, through the label the API \
+         server sets; no label a tenant may write opts a namespace out"
     );
     assert!(
-        expressions.iter().all(|e| e["operator"] == "NotIn"),
-        "{kind}: every expression must only exclude, or webhooks stop applying to \
-         namespaces without the label (1.20 has no kubernetes.io/metadata.name)"
+        webhook["namespaceSelector"].get("matchLabels").is_none(),
+        "{kind}: no matchLabels"
     );
     path.to_owned()
 }
@@ -214,11 +217,12 @@ async fn base_manifests_match_the_server() {
         delete["failurePolicy"], "Ignore",
         "a warning on delete never blocks deletes while the webhook is down"
     );
-    let namespace = parse_yaml(&read("deploy/base/namespace.yaml"));
     assert_eq!(
-        object(&namespace, "Namespace", NAMESPACE)["metadata"]["labels"][EXCLUDE_LABEL],
-        "true",
-        "the webhook's own namespace must carry the exclusion label"
+        delete["namespaceSelector"],
+        json!({"matchExpressions": [
+            {"key": NAME_LABEL, "operator": "NotIn", "values": [NAMESPACE]}
+        ]}),
+        "the delete webhook leaves alone the namespaces the others do"
     );
 
     // Service 443 -> the container's https port, which is where serve listens.
@@ -371,6 +375,7 @@ mod e2e {
     use base64::engine::general_purpose::STANDARD;
 
     use crate::control_plane::ControlPlane;
+    use savepoint_webhook::certs::signed_by;
 
     const SERVICE_ACCOUNT: &str = "system:serviceaccount:savepoint-webhook:savepoint-webhook";
 
@@ -489,8 +494,13 @@ mod e2e {
     }
 
     fn generate_certs(overlay: &Path) {
+        generate_certs_with(overlay, &[]);
+    }
+
+    fn generate_certs_with(overlay: &Path, args: &[&str]) {
         let output = Command::new("sh")
             .arg(overlay.join("generate-certs.sh"))
+            .args(args)
             .env("SAVEPOINT_WEBHOOK", BIN)
             .output()
             .expect("run generate-certs.sh");
@@ -555,9 +565,11 @@ mod e2e {
             deployment["spec"]["selector"],
             json!({"matchLabels": {"app.kubernetes.io/name": "savepoint-webhook"}})
         );
-        assert_eq!(
-            object(docs, "Namespace", NAMESPACE)["metadata"]["labels"][EXCLUDE_LABEL],
-            "true"
+        assert!(
+            object(docs, "Namespace", NAMESPACE)["metadata"]["labels"]
+                .get(OLD_EXCLUDE_LABEL)
+                .is_none(),
+            "the namespace carries no opt-out label"
         );
         let crds: Vec<&Value> = docs
             .iter()
@@ -655,7 +667,7 @@ mod e2e {
     }
 
     #[test]
-    fn self_managed_overlay_renders_and_rotates() {
+    fn self_managed_overlay_renders_renews_and_changes_its_ca() {
         let (_tmp, overlay) = self_managed_copy();
         let certs = overlay.join("certs");
         let docs = render(&overlay);
@@ -670,21 +682,74 @@ mod e2e {
                 "Secret key {file}"
             );
         }
-        let first_ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
+        let read = |file: &str| std::fs::read_to_string(certs.join(file)).expect(file);
+        let first_ca = read("ca.crt");
+        let first_leaf = read("tls.crt");
         assert_eq!(
             ca_bundles(&docs),
-            [first_ca.clone(), first_ca.clone(), first_ca.clone()]
+            [
+                first_ca.as_bytes(),
+                first_ca.as_bytes(),
+                first_ca.as_bytes()
+            ]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("ca.key"))
+            .expect("ca.key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "ca.key is readable by its owner only");
+        assert!(
+            secret["data"].get("ca.key").is_none(),
+            "the CA key never goes into the cluster"
+        );
+        let bundles = |docs: &[Value]| -> Vec<String> {
+            ca_bundles(docs)
+                .into_iter()
+                .map(|b| String::from_utf8(b).expect("PEM"))
+                .collect()
+        };
+
+        // A renewal: the same CA, a new serving certificate signed by it, the same caBundle.
+        generate_certs(&overlay);
+        let renewed = read("tls.crt");
+        assert_eq!(read("ca.crt"), first_ca, "a renewal keeps the CA");
+        assert_ne!(
+            renewed, first_leaf,
+            "a renewal issues a new serving certificate"
+        );
+        assert!(signed_by(&renewed, &first_ca));
+        assert_eq!(bundles(&render(&overlay)), vec![first_ca.clone(); 3]);
+
+        // A new CA is staged: published beside the old one, the serving certificate kept.
+        generate_certs_with(&overlay, &["--new-ca"]);
+        let second_ca = read("ca.crt");
+        assert_ne!(second_ca, first_ca);
+        assert_eq!(
+            read("tls.crt"),
+            renewed,
+            "staging a CA keeps the served certificate"
+        );
+        let both = format!("{second_ca}{first_ca}");
+        assert_eq!(bundles(&render(&overlay)), vec![both.clone(); 3]);
+
+        // The next run issues from the new CA; the old one stays published while the pods
+        // may still serve its certificate.
+        generate_certs(&overlay);
+        let from_second = read("tls.crt");
+        assert!(signed_by(&from_second, &second_ca));
+        let docs = render(&overlay);
+        assert_eq!(bundles(&docs), vec![both; 3]);
+        let secret = object(&docs, "Secret", "savepoint-webhook-tls");
+        assert_eq!(
+            base64_decode(&secret["data"]["ca.crt"]),
+            second_ca.as_bytes()
         );
 
-        // A rotation: new files, and a caBundle with the new CA and the previous one.
+        // The run after that drops the old CA.
         generate_certs(&overlay);
-        let second_ca = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
-        assert_ne!(second_ca, first_ca);
-        let docs = render(&overlay);
-        let both = [second_ca.clone(), first_ca].concat();
-        assert_eq!(ca_bundles(&docs), [both.clone(), both.clone(), both]);
-        let secret = object(&docs, "Secret", "savepoint-webhook-tls");
-        assert_eq!(base64_decode(&secret["data"]["ca.crt"]), second_ca);
+        assert_eq!(bundles(&render(&overlay)), vec![second_ca; 3]);
+        assert!(!certs.join("previous-ca.crt").exists());
     }
 
     /// `docs` as one v1 List for `kubectl apply -f -` (kubectl reads input that starts
@@ -1016,13 +1081,8 @@ mod e2e {
         !run.success && (run.stderr.contains("NotFound") || run.stderr.contains("not found"))
     }
 
-    fn mk_namespace(name: &str, excluded: bool) -> Value {
-        let labels = if excluded {
-            json!({ EXCLUDE_LABEL: "true" })
-        } else {
-            json!({})
-        };
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    fn mk_namespace(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     }
 
     fn mk_deployment(namespace: &str, name: &str) -> Value {
@@ -1074,10 +1134,11 @@ mod e2e {
         let (_tmp, overlay) = self_managed_copy();
         let webhook = for_server(kubeconfig, render(&overlay));
 
-        // Objects from before the webhook, and a namespace it leaves alone.
+        // Objects from before the webhook.
         let before = [
-            mk_namespace("team-a", false),
-            mk_namespace("excluded", true),
+            mk_namespace("team-a"),
+            mk_namespace("team-b"),
+            mk_savepoint("team-b", "sp-3", "app-4"),
             mk_deployment("team-a", "app-1"),
             mk_deployment("team-a", "app-2"),
             mk_savepoint("team-a", "sp-1", "app-1"),
@@ -1105,21 +1166,20 @@ mod e2e {
         );
         let during = [
             mk_deployment("team-a", "app-3"),
-            mk_deployment("excluded", "app-4"),
-            mk_savepoint("excluded", "sp-3", "app-4"),
+            mk_deployment("team-b", "app-4"),
         ];
         let run = create(kubeconfig, &during);
         assert!(run.success, "{}{}", run.stdout, run.stderr);
         let savepoints = names(kubeconfig, SAVEPOINT_CRD);
         let deployments = names(kubeconfig, DEPLOYMENT_CRD);
-        assert_eq!(savepoints, ["excluded/sp-3", "team-a/sp-1", "team-a/sp-2"]);
+        assert_eq!(savepoints, ["team-a/sp-1", "team-a/sp-2", "team-b/sp-3"]);
         assert_eq!(
             deployments,
             [
-                "excluded/app-4",
                 "team-a/app-1",
                 "team-a/app-2",
-                "team-a/app-3"
+                "team-a/app-3",
+                "team-b/app-4"
             ]
         );
         let crds = [SAVEPOINT_CRD, DEPLOYMENT_CRD]

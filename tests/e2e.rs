@@ -209,7 +209,7 @@ mod suite {
             updates: "UPDATE: savepointLocation is immutable, labels are not",
             pre_existing: "a Savepoint created before the webhook started counts as referenced",
             restore_warnings: "warnings about restore reach the client",
-            excluded_namespace: "a namespace labelled exclude=true is left alone",
+            excluded_namespace: "namespaces are left alone by name only (from 1.21); the old label excludes nothing",
             refused_create_holds_nothing: "a refused create leaves no reference behind",
             apiserver_restart: "after an API server restart the webhook's watches resume",
             webhook_down: "webhook down with failurePolicy Fail: refused; after a restart: admitted",
@@ -957,34 +957,71 @@ mod suite {
         }
     }
 
+    /// A Savepoint naming a Deployment that does not exist: refused where the webhook
+    /// guards the namespace, stored unchanged where it does not.
+    async fn create_unknown(env: &Env, ns: &str, name: &str) -> common::Reply {
+        let location = format!("s3://flink-state/savepoints/{ns}/{name}");
+        env.cluster
+            .create_savepoint(&mk_savepoint(ns, name, "nowhere", &location), false)
+            .await
+    }
+
     async fn excluded_namespace(env: &mut Env) {
-        let ns = "excluded";
+        let minor = env.cp.minor();
+        env.step("the old opt-out label excludes nothing: that namespace is guarded");
+        let labelled = "labelled";
         env.cluster
             .create_labelled_namespace(
-                ns,
+                labelled,
                 json!({ "savepoint-webhook.appmanager.dataartisans.com/exclude": "true" }),
             )
             .await;
-        env.step("a Savepoint naming no existing Deployment is stored unchanged");
-        let reply = env
-            .cluster
-            .create_savepoint(
-                &mk_savepoint(
-                    ns,
-                    "untouched",
-                    "nowhere",
-                    "s3://flink-state/savepoints/savepoint-e0e0e0-000000000001",
-                ),
-                false,
+        let refusal = create_unknown(env, labelled, "guarded").await;
+        assert_contains(
+            refusal.refusal("a create in a namespace labelled exclude=true"),
+            "Deployment \"nowhere\" not found",
+            "the webhook decided",
+        );
+
+        env.step("a namespace that writes kubernetes.io/metadata.name itself");
+        let impostor = "impostor";
+        env.cluster
+            .create_labelled_namespace(
+                impostor,
+                json!({ "kubernetes.io/metadata.name": "savepoint-webhook" }),
             )
             .await;
-        let stored = reply.savepoint("create in an excluded namespace");
-        assert_eq!(
-            spec_version(&stored),
-            None,
-            "the webhook mutated a Savepoint in an excluded namespace"
-        );
-        assert_eq!(stored.spec.deployment_id, None);
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(env.cluster.client.clone());
+        let stored = api.get(impostor).await.unwrap().metadata.labels.unwrap();
+        let reply = create_unknown(env, impostor, "claims-a-listed-name").await;
+        if minor >= 21 {
+            assert_eq!(
+                stored["kubernetes.io/metadata.name"], impostor,
+                "the API server overwrites the name label"
+            );
+            reply.refusal("a create in a namespace claiming a listed name");
+        } else {
+            // 1.20 keeps whatever a client writes: the documented gap (SECURITY.md).
+            assert_eq!(stored["kubernetes.io/metadata.name"], "savepoint-webhook");
+            let kept = reply.savepoint("a create in a namespace claiming a listed name on 1.20");
+            assert_eq!(spec_version(&kept), None);
+        }
+
+        env.step("the listed namespace (the webhook's own): left alone from 1.21 on");
+        let reply = create_unknown(env, "savepoint-webhook", "listed").await;
+        if minor >= 21 {
+            let stored = reply.savepoint("a create in the listed namespace");
+            assert_eq!(
+                spec_version(&stored),
+                None,
+                "the webhook mutated a Savepoint in a listed namespace"
+            );
+            assert_eq!(stored.spec.deployment_id, None);
+        } else {
+            // No kubernetes.io/metadata.name on 1.20: every namespace is guarded.
+            reply.refusal("a create in the listed namespace on 1.20");
+        }
     }
 
     async fn refused_create_holds_nothing(env: &mut Env) {

@@ -30,7 +30,6 @@ const CHART: &str = concat!(
 );
 const RELEASE: &str = "savepoint-webhook";
 const NAMESPACE: &str = "savepoint-webhook";
-const EXCLUDE_LABEL: &str = "savepoint-webhook.appmanager.dataartisans.com/exclude";
 const SAVEPOINT_CRD: &str = "savepoints.appmanager.dataartisans.com";
 const DEPLOYMENT_CRD: &str = "deployments.appmanager.dataartisans.com";
 const CONFIGURATIONS: [(&str, &str); 3] = [
@@ -638,14 +637,34 @@ fn values_change_what_they_name() {
     let docs = render(&helm, values, &[]);
     for (kind, name) in CONFIGURATIONS {
         assert_eq!(
-            webhook(object(&docs, kind, name))["namespaceSelector"]["matchExpressions"][1]["values"],
-            json!([NAMESPACE, "kube-system", "vvp"])
-        );
-        assert_eq!(
-            webhook(object(&docs, kind, name))["namespaceSelector"]["matchExpressions"][0],
-            json!({"key": EXCLUDE_LABEL, "operator": "NotIn", "values": ["true"]})
+            webhook(object(&docs, kind, name))["namespaceSelector"],
+            json!({"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": [NAMESPACE, "kube-system", "vvp"],
+            }]})
         );
     }
+    // 1.20 sets no kubernetes.io/metadata.name, and any client may write it: no
+    // namespace is left alone there, and a list is refused rather than ignored.
+    let on_1_20 = render(&helm, "{}", &["--kube-version", "1.20.2"]);
+    for (kind, name) in CONFIGURATIONS {
+        assert!(
+            webhook(object(&on_1_20, kind, name))
+                .get("namespaceSelector")
+                .is_none(),
+            "{kind} {name} on 1.20"
+        );
+    }
+    let refused = template(&helm, values, &["--kube-version", "1.20.2"]);
+    assert!(
+        !refused.success
+            && refused
+                .stderr
+                .contains("excludeNamespaces needs Kubernetes 1.21"),
+        "{}",
+        refused.stderr
+    );
     let deployment = object(&docs, "Deployment", RELEASE);
     let args: Vec<&str> = container(deployment)["args"]
         .as_array()
@@ -824,7 +843,6 @@ fn install_upgrade_and_uninstall_keep_the_ca_the_crds_and_every_savepoint() {
     }
     let namespaces = [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": {
-            EXCLUDE_LABEL: "true",
             "pod-security.kubernetes.io/enforce": "restricted",
         }}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),

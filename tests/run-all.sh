@@ -80,7 +80,7 @@ step "cargo test --all-targets --features e2e --no-fail-fast (end-to-end on Kube
 cargo test --all-targets --features e2e --no-fail-fast
 
 # Every test file that runs against the control plane.
-e2e_tests=(e2e reconcile_e2e deploy faults fail_open cel_parity soak cold_start verify tenants rollout helm reports dashboard)
+e2e_tests=(e2e reconcile_e2e deploy faults fail_open cel_parity soak cold_start verify tenants rollout renewal helm reports dashboard)
 step "end-to-end suites on Kubernetes $current_version: ${e2e_tests[*]}"
 SAVEPOINT_WEBHOOK_KUBE_APISERVER="$SAVEPOINT_WEBHOOK_KUBE_APISERVER_CURRENT" \
 SAVEPOINT_WEBHOOK_ETCD="$SAVEPOINT_WEBHOOK_ETCD_CURRENT" \

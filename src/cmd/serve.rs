@@ -149,6 +149,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: args.request_timeout,
         handshake_timeout: args.handshake_timeout,
         header_timeout: args.handshake_timeout,
+        max_connection_age: args.max_connection_age,
         max_connections: args.max_connections,
         max_concurrent_streams: args.max_concurrent_streams,
         drain_timeout: args.drain_timeout,

@@ -11,6 +11,10 @@
 //! - a request body: the request's budget (the handlers' own);
 //! - an HTTP/2 connection with no open stream: `idle_timeout`, then a GOAWAY; a peer
 //!   that stops answering PINGs: `keep_alive_interval` + `keep_alive_timeout` (hyper's);
+//! - any connection, busy or not, with `max_connection_age` set: that long after its
+//!   handshake it gets a GOAWAY (HTTP/1.1: a close after the current answer), and the
+//!   client opens a new one, with a new handshake (a renewed certificate) and perhaps to
+//!   another replica;
 //! - a connection asked to close (GOAWAY, or shutdown) that does not finish closing:
 //!   `header_timeout` (or `drain_timeout` at shutdown), then it is dropped; one that still
 //!   has a request in flight then first gets the stream deadline below.
@@ -384,7 +388,14 @@ pub(super) async fn serve_connection(
     let mut closing: Option<(Closing, Instant)> = None;
     loop {
         let now = Instant::now();
-        let wake = closing.map_or_else(|| activity.idle_deadline(limits, now), |(_, at)| at);
+        let aged = limits.max_connection_age.map(|age| activity.start + age);
+        let wake = closing.map_or_else(
+            || {
+                let idle = activity.idle_deadline(limits, now);
+                aged.map_or(idle, |aged| aged.min(idle))
+            },
+            |(_, at)| at,
+        );
         tokio::select! {
             ended = connection.as_mut() => {
                 if let Err(err) = ended {
@@ -413,7 +424,13 @@ pub(super) async fn serve_connection(
                     return;
                 }
                 None => {
-                    if activity.idle_deadline(limits, Instant::now()) <= Instant::now() {
+                    let now = Instant::now();
+                    if aged.is_some_and(|aged| aged <= now) {
+                        tracing::debug!(%peer, "closing a connection at its maximum age");
+                        drop(registered.take());
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some((Closing::Idle, now + limits.header_timeout));
+                    } else if activity.idle_deadline(limits, now) <= now {
                         tracing::debug!(%peer, "closing an idle connection");
                         drop(registered.take());
                         connection.as_mut().graceful_shutdown();

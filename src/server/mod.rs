@@ -53,6 +53,10 @@ pub struct Limits {
     /// Time an HTTP/2 connection may stay open with no request in flight before it gets
     /// a GOAWAY and is closed.
     pub idle_timeout: Duration,
+    /// Time after its handshake at which a connection is asked to close (GOAWAY, or
+    /// HTTP/1.1 close), busy or not, so that clients handshake again (a renewed
+    /// certificate reaches them) and spread over replicas; `None`: never.
+    pub max_connection_age: Option<Duration>,
     /// Interval of HTTP/2 PINGs that detect a peer which went away without closing.
     pub keep_alive_interval: Duration,
     /// Time a peer has to answer a PING before its connection is closed.
@@ -90,6 +94,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
+            max_connection_age: None,
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(10),
             max_connections: 1024,
