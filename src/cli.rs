@@ -439,6 +439,8 @@ pub enum OutputFormat {
 
 /// Flags of `audit`.
 #[derive(Clone, Debug, Args)]
+#[command(mut_arg("verify_location", |arg| arg.default_value("off")))]
+#[command(mut_arg("verify_depth", |arg| arg.default_value("full")))]
 pub struct AuditArgs {
     /// Audit the manifests in this directory instead of the cluster from the kubeconfig.
     #[arg(long, conflicts_with_all = ["kubeconfig", "context"])]
@@ -465,4 +467,8 @@ pub struct AuditArgs {
     /// Decision settings.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Read each Savepoint's snapshot (with --verify-location warn or deny): a location
+    /// a restore would fail from is an `unrestorable-snapshot` finding.
+    #[command(flatten)]
+    pub verify: crate::verify::VerifyArgs,
 }

@@ -23,6 +23,9 @@ use savepoint_webhook::domain::{Location, LocationRules};
 use savepoint_webhook::verify::{Depth, Mode, Verifier, VerifyConfig};
 use serde_json::Value;
 
+/// The `metadata.uid` of the example Deployment `top-speed-windowing`.
+const DEPLOYMENT_ID: &str = "c8e5eee4-414c-40aa-9d1d-76c4434d055a";
+
 fn inspect(root: &Path, location: &str) -> (bool, Value, String) {
     let run = |output: &str| {
         Command::new(env!("CARGO_BIN_EXE_savepoint-webhook"))
@@ -236,6 +239,52 @@ fn inspect_and_damage(release: Release) {
         &savepoint_manifest(&scratch, "gone", &copy_location, ""),
     );
     assert!(!admitted && answer.contains(&victim), "{answer}");
+
+    // audit reads what is stored: the damaged copy is the one Savepoint it finds.
+    let state = scratch.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/examples/state/deployments.yaml"
+        ),
+        state.join("deployments.yaml"),
+    )
+    .unwrap();
+    let stored = [
+        ("whole", native.path.as_str()),
+        ("gone", copy_location.as_str()),
+    ];
+    let mut manifests = String::new();
+    for (name, location) in stored {
+        manifests.push_str(&format!(
+            "---\napiVersion: appmanager.dataartisans.com/v1\nkind: Savepoint\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n    com.dataartisans.appmanager.controller.deployment.spec.version: \"3\"\nspec:\n  deploymentName: top-speed-windowing\n  deploymentId: {DEPLOYMENT_ID}\n  origin: COPIED\n  flinkSavepointId: 00000000-0000-0000-0000-000000000000\n  savepointLocation: {location}\nstatus:\n  state: COMPLETED\n"
+        ));
+    }
+    std::fs::write(state.join("savepoints.yaml"), manifests).unwrap();
+    let audit = Command::new(env!("CARGO_BIN_EXE_savepoint-webhook"))
+        .args(["audit", "--output", "json", "--verify-location", "warn"])
+        .arg("--state")
+        .arg(&state)
+        .arg("--verify-file-root")
+        .arg(&root)
+        .output()
+        .unwrap();
+    let audited: Value = serde_json::from_slice(&audit.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&audit.stderr)
+        )
+    });
+    assert_eq!(audit.status.code(), Some(1), "{audited:#}");
+    let findings = audited["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{audited:#}");
+    assert_eq!(findings[0]["rule"], "unrestorable-snapshot");
+    assert_eq!(findings[0]["name"], "gone");
+    assert!(
+        findings[0]["message"].as_str().unwrap().contains(&victim),
+        "{audited:#}"
+    );
 
     // A NATIVE savepoint declared CANONICAL, and a checkpoint registered as a savepoint.
     let (admitted, answer) = review_deny(

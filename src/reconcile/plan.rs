@@ -34,11 +34,14 @@ pub enum Rule {
     MalformedLocation,
     /// It can never be picked for restore as things stand.
     NotRestorable,
+    /// A full read of its snapshot found that a restore from it would fail (`audit
+    /// --verify-location`): no snapshot there, files missing, or not what it says.
+    UnrestorableSnapshot,
 }
 
 impl Rule {
     /// Every rule, for exporting zero counts.
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Rule::DuplicateLocation,
         Rule::MissingOrigin,
         Rule::MissingAnnotation,
@@ -47,6 +50,7 @@ impl Rule {
         Rule::UnknownDeployment,
         Rule::MalformedLocation,
         Rule::NotRestorable,
+        Rule::UnrestorableSnapshot,
     ];
 
     /// Label value and table text.
@@ -60,6 +64,7 @@ impl Rule {
             Rule::UnknownDeployment => "unknown-deployment",
             Rule::MalformedLocation => "malformed-location",
             Rule::NotRestorable => "not-restorable",
+            Rule::UnrestorableSnapshot => "unrestorable-snapshot",
         }
     }
 

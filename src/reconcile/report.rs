@@ -104,9 +104,10 @@ pub enum Severity {
 /// admission only warns about warns.
 pub fn classify(rule: Rule) -> (Status, Severity) {
     match rule {
-        Rule::UnknownDeployment | Rule::MalformedLocation | Rule::MissingAnnotation => {
-            (Status::Fail, Severity::High)
-        }
+        Rule::UnknownDeployment
+        | Rule::MalformedLocation
+        | Rule::MissingAnnotation
+        | Rule::UnrestorableSnapshot => (Status::Fail, Severity::High),
         Rule::DuplicateLocation | Rule::MissingOrigin | Rule::MissingDeploymentReference => {
             (Status::Fail, Severity::Medium)
         }
