@@ -279,7 +279,9 @@ fn certs_command_writes_a_ca_signed_serving_pair() {
 #[test]
 fn readme_command_reference_matches_the_binary() {
     let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
-    for command in ["serve", "review", "certs", "crds", "probe", "audit", "inspect"] {
+    for command in [
+        "serve", "review", "certs", "crds", "probe", "audit", "inspect",
+    ] {
         let help = String::from_utf8(run(&[command, "-h"]).stdout).unwrap();
         let block =
             format!("<!-- help:{command} -->\n```text\n{help}```\n<!-- /help:{command} -->");

@@ -68,19 +68,6 @@ fn finding(report: &Value, kind: &str) -> String {
         .to_string()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// What `inspect` read must be what Flink reads back.
 fn assert_matches_flink(name: &str, snapshot: &Snapshot, report: &Value) {
     let read = &report["snapshot"];
@@ -215,7 +202,7 @@ fn inspect_and_damage(release: Release) {
     // A savepoint copied elsewhere is still whole; with one state file deleted it is not.
     let native = &report.native;
     let copy = scratch.join("copied-savepoint");
-    copy_dir(&native.local(), &copy);
+    flink::copy_tree(&native.local(), &copy);
     let copy_location = format!("file:{}", copy.display());
     let (ok, json, _) = inspect(&root, &copy_location);
     assert!(ok && finding_kinds(&json).is_empty(), "{json:#}");
@@ -326,7 +313,7 @@ fn inspect_and_damage(release: Release) {
 
     // A retained checkpoint copied elsewhere still needs its origin's shared/ files.
     let retained_copy = scratch.join("copied-checkpoint").join(retained.name());
-    copy_dir(&retained.local(), &retained_copy);
+    flink::copy_tree(&retained.local(), &retained_copy);
     let retained_copy_location = format!("file:{}", retained_copy.display());
     let (ok, json, _) = inspect(&root, &retained_copy_location);
     assert!(ok, "{json:#}");

@@ -438,20 +438,6 @@ fn s3_keys(f: &Fixture) -> Keys {
     }
 }
 
-/// Copies the directory tree `from` to `to`.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The key of the copy of the native savepoint uploaded without one of its state files,
 /// and that file's name.
 fn damaged_native(f: &Fixture) -> (String, String) {
@@ -1168,7 +1154,7 @@ async fn api_server_refuses_a_location_without_a_savepoint_in_deny_mode() {
     // A copy of the native savepoint that lost a state file: the header is fine, the
     // restore would not be; refused through the API server, naming the file.
     let copy = f.root.join("bad").join("native-lost-a-file");
-    copy_tree(&f.flink.native.local(), &copy);
+    flink::copy_tree(&f.flink.native.local(), &copy);
     let lost = f
         .flink
         .native

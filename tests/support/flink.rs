@@ -408,3 +408,17 @@ pub struct Placeholder {
     pub local_path: Option<String>,
     pub key_groups: Option<[u32; 2]>,
 }
+
+/// Copies the directory tree `from` to `to` (a snapshot moved elsewhere, to damage).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the directory to copy") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("its type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy a file");
+        }
+    }
+}
