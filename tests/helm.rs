@@ -629,7 +629,7 @@ fn values_change_what_they_name() {
 
     // Namespaces, verification, credentials, workload identity.
     let values = "excludeNamespaces: [kube-system, vvp]\n\
-                  verify: {location: deny, timeout: 1s, fileRoots: [/data/flink], \
+                  verify: {location: deny, depth: full, timeout: 1s, fileRoots: [/data/flink], \
                   s3: {endpoint: 'https://minio:9000', region: eu-west-1, addressing: path}, \
                   credentialsSecret: store-reader}\n\
                   serviceAccount: {annotations: {eks.amazonaws.com/role-arn: arn:aws:iam::1:role/r}}\n\
@@ -681,6 +681,8 @@ fn values_change_what_they_name() {
             "5s",
             "--drain-timeout",
             "20s",
+            "--verify-depth",
+            "full",
             "--verify-timeout",
             "1s",
             "--verify-file-root",
