@@ -33,6 +33,11 @@ impl Readiness {
         self.shutting_down.store(true, Ordering::Release);
     }
 
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// Synced and not shutting down.
     pub fn is_ready(&self) -> bool {
         self.synced() && !self.shutting_down.load(Ordering::Acquire)

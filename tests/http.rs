@@ -298,3 +298,51 @@ async fn shutdown_finishes_in_flight_requests_and_stops_accepting() {
     );
     stopping.await.unwrap();
 }
+
+/// The `Connection` header of one answer to `/healthz`.
+async fn connection_header(client: &Client, server: &TestServer) -> Option<String> {
+    let response = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+        .headers()
+        .get("connection")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn http1_connections_are_closed_by_the_client_once_shutdown_begins() {
+    let server = TestServer::start(Limits::default(), None, true).await;
+    let http1 = server.client(Version::HTTP_11);
+    assert_eq!(connection_header(&http1, &server).await, None);
+    server.readiness.begin_shutdown();
+    // An HTTP/1.1 client is told to close after the answer, rather than finding an idle
+    // connection closed under a request it just sent.
+    assert_eq!(
+        connection_header(&http1, &server).await.as_deref(),
+        Some("close")
+    );
+    // HTTP/2 has GOAWAY for that, and no Connection header.
+    let http2 = server.client(Version::HTTP_2);
+    assert_eq!(connection_header(&http2, &server).await, None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_aged_http1_connection_is_closed_after_its_next_answer() {
+    let limits = Limits {
+        max_connection_age: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    };
+    let server = TestServer::start(limits, None, true).await;
+    let http1 = server.client(Version::HTTP_11);
+    assert_eq!(connection_header(&http1, &server).await, None);
+    // Past its age the idle connection is left open; its next answer closes it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        connection_header(&http1, &server).await.as_deref(),
+        Some("close")
+    );
+    // The client's next request opens a new connection, which is young again.
+    assert_eq!(connection_header(&http1, &server).await, None);
+    server.stop().await;
+}

@@ -71,6 +71,10 @@ struct Activity {
     idle_since_ms: AtomicU64,
     /// Bytes of answers that hyper has not yet handed to the connection in full.
     unsent: AtomicUsize,
+    /// Whether its requests are HTTP/1.x (no GOAWAY: it is closed by `Connection: close`).
+    http1: AtomicBool,
+    /// Whether its next HTTP/1.x answer carries `Connection: close`.
+    close_after_answer: AtomicBool,
 }
 
 /// Counts a request as in flight until dropped (also when hyper drops the handler of a
@@ -85,6 +89,8 @@ impl Activity {
             served: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             unsent: AtomicUsize::new(0),
+            http1: AtomicBool::new(false),
+            close_after_answer: AtomicBool::new(false),
         })
     }
 
@@ -351,6 +357,10 @@ pub(super) async fn serve_connection(
         let shared = shared.clone();
         hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let in_flight = activity.begin();
+            let http1 = request.version() < hyper::Version::HTTP_2;
+            if http1 {
+                activity.http1.store(true, Ordering::Release);
+            }
             let router = shared.router.clone();
             let activity = activity.clone();
             let max_unsent = shared.limits.max_unsent_bytes;
@@ -372,6 +382,13 @@ pub(super) async fn serve_connection(
                     tracing::debug!(%peer, unsent, "refusing a stream: unsent answers fill the connection");
                     return Err(Refused::Unsent { unsent });
                 }
+                let mut parts = parts;
+                if http1 && activity.close_after_answer.load(Ordering::Acquire) {
+                    parts.headers.insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok(hyper::Response::from_parts(
                     parts,
                     Answer {
@@ -386,9 +403,9 @@ pub(super) async fn serve_connection(
     };
     let mut connection = Box::pin(shared.builder.serve_connection(TokioIo::new(tls), service));
     let mut closing: Option<(Closing, Instant)> = None;
+    let mut aged = limits.max_connection_age.map(|age| activity.start + age);
     loop {
         let now = Instant::now();
-        let aged = limits.max_connection_age.map(|age| activity.start + age);
         let wake = closing.map_or_else(
             || {
                 let idle = activity.idle_deadline(limits, now);
@@ -425,7 +442,14 @@ pub(super) async fn serve_connection(
                 }
                 None => {
                     let now = Instant::now();
-                    if aged.is_some_and(|aged| aged <= now) {
+                    if aged.is_some_and(|aged| aged <= now) && activity.http1.load(Ordering::Acquire) {
+                        // Closing an idle HTTP/1.1 connection races with a client that
+                        // just sent a request on it (which then fails with EOF): its next
+                        // answer says `Connection: close` instead, and the client closes.
+                        tracing::debug!(%peer, "closing an HTTP/1.1 connection after its next answer, at its maximum age");
+                        activity.close_after_answer.store(true, Ordering::Release);
+                        aged = None;
+                    } else if aged.is_some_and(|aged| aged <= now) {
                         tracing::debug!(%peer, "closing a connection at its maximum age");
                         drop(registered.take());
                         connection.as_mut().graceful_shutdown();

@@ -196,7 +196,31 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            close_when_shutting_down,
+        ))
         .with_state(app)
+}
+
+/// Once shutdown has begun, every HTTP/1.1 answer says `Connection: close`: the client
+/// closes the connection itself after reading it, rather than the server closing an idle
+/// one at the end of the shutdown delay while the client may be sending on it (a request
+/// that fails with EOF, which a POST is not retried after).
+async fn close_when_shutting_down(
+    State(app): State<Arc<App>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let http1 = request.version() < axum::http::Version::HTTP_2;
+    let mut response = next.run(request).await;
+    if http1 && app.readiness.is_shutting_down() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 fn route_label(path: &str) -> &'static str {
