@@ -65,6 +65,21 @@ pub fn references(
     out
 }
 
+/// Whether the webhook may ask about `file`, a state file that the snapshot at `location`
+/// names: a local file (then only under the configured roots), or an object in the
+/// location's own bucket or container. Any other bucket or host is one the metadata file
+/// names on its own, and is never asked about.
+pub fn may_ask(file: &Location, location: &Location) -> Result<(), String> {
+    if file.scheme() == "file" || file.authority() == location.authority() {
+        return Ok(());
+    }
+    Err(format!(
+        "it names {:?}, not the location's own {:?}; the webhook reads no bucket or host that only a metadata file names",
+        file.authority(),
+        location.authority()
+    ))
+}
+
 /// Whether `file` lies under the directory `location`.
 fn is_inside(file: &Location, location: &Location) -> bool {
     file.scheme() == location.scheme()
@@ -472,6 +487,18 @@ mod tests {
                 .describe("L")
                 .contains("2 state files lie outside")
         );
+    }
+
+    #[test]
+    fn only_the_locations_own_bucket_is_asked_about() {
+        let location = Location::parse("s3://bucket/savepoints/sp-1", &rules()).unwrap();
+        let same = Location::parse("s3a://bucket/elsewhere/a", &rules()).unwrap();
+        let other = Location::parse("s3://attacker-bucket/a", &rules()).unwrap();
+        let local = Location::parse("file:/data/flink/a", &rules()).unwrap();
+        assert!(may_ask(&same, &location).is_ok());
+        assert!(may_ask(&local, &location).is_ok());
+        let why = may_ask(&other, &location).unwrap_err();
+        assert!(why.contains("\"attacker-bucket\""), "{why}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The I/O of a full read: [`inspect`] reads a location's whole `_metadata` (bounded in
 //! bytes), parses it, and asks the store whether every file it references is there, a
 //! bounded number at a time and only through the stores and file roots of the webhook's
-//! own configuration, never a host or bucket the metadata file names on its own.
+//! own configuration, in the location's own bucket ([`findings::may_ask`]), never a host
+//! or bucket the metadata file names on its own.
 
 use std::time::Instant;
 
@@ -132,7 +133,8 @@ pub async fn inspect(
     drop(bytes);
     let references = findings::references(&snapshot, location, location_rules);
     inspection.files = references.len();
-    let (missing, unchecked) = check_files(stores, rules, &references, limits, deadline).await;
+    let (missing, unchecked) =
+        check_files(stores, rules, location, &references, limits, deadline).await;
     inspection.present = references.len() - missing.len() - unchecked.len();
     inspection
         .findings
@@ -160,6 +162,7 @@ fn header_error(err: ReadError) -> Outcome {
 async fn check_files(
     stores: &Stores,
     rules: &TargetRules,
+    location: &Location,
     references: &[Reference],
     limits: FullReadLimits,
     deadline: tokio::time::Instant,
@@ -172,7 +175,10 @@ async fn check_files(
             .file
             .as_ref()
             .map_err(|why| why.clone())
-            .and_then(|file| target::file_target(file, rules));
+            .and_then(|file| {
+                findings::may_ask(file, location)?;
+                target::file_target(file, rules)
+            });
         match target {
             Ok(_) if i >= limits.max_files => unchecked.push((
                 reference.written.clone(),
