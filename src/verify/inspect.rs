@@ -50,10 +50,25 @@ pub struct Inspection {
     pub present: usize,
     /// What is wrong, about the location alone (not yet compared with a Savepoint).
     pub findings: Vec<Finding>,
-    /// How long reading `_metadata` took, and the whole inspection.
+    /// How long reading `_metadata` took.
     pub read_time: std::time::Duration,
     /// How long the whole inspection took.
     pub total_time: std::time::Duration,
+}
+
+impl Inspection {
+    /// An inspection that read nothing past the header's `outcome`, after `elapsed`.
+    pub fn unread(outcome: Outcome, elapsed: std::time::Duration) -> Self {
+        Self {
+            outcome,
+            snapshot: None,
+            files: 0,
+            present: 0,
+            findings: Vec::new(),
+            read_time: elapsed,
+            total_time: elapsed,
+        }
+    }
 }
 
 /// Reads `location` fully by `deadline`.
@@ -66,15 +81,8 @@ pub async fn inspect(
     deadline: tokio::time::Instant,
 ) -> Inspection {
     let started = Instant::now();
-    let mut inspection = Inspection {
-        outcome: Outcome::could_not_check("not read"),
-        snapshot: None,
-        files: 0,
-        present: 0,
-        findings: Vec::new(),
-        read_time: Default::default(),
-        total_time: Default::default(),
-    };
+    let mut inspection =
+        Inspection::unread(Outcome::could_not_check("not read"), Default::default());
     let finish = |mut inspection: Inspection| {
         inspection.total_time = started.elapsed();
         inspection
@@ -95,7 +103,7 @@ pub async fn inspect(
         Err(ReadError::TooLarge { limit }) => {
             inspection.outcome = match stores.read_header(&target, deadline).await {
                 Ok(head) => Outcome::from_header(header::parse(&head), directory),
-                Err(err) => header_error(err),
+                Err(err) => Outcome::from_read_error(err),
             };
             inspection.findings.push(Finding::CouldNotEnumerate {
                 why: format!("it is larger than the {limit} bytes a full read may take"),
@@ -103,7 +111,7 @@ pub async fn inspect(
             return finish(inspection);
         }
         Err(err) => {
-            inspection.outcome = header_error(err);
+            inspection.outcome = Outcome::from_read_error(err);
             return finish(inspection);
         }
     };
@@ -144,17 +152,6 @@ pub async fn inspect(
         .extend(findings::placement_findings(&references));
     inspection.snapshot = Some(snapshot);
     finish(inspection)
-}
-
-fn header_error(err: ReadError) -> Outcome {
-    match err {
-        ReadError::Missing => Outcome::Missing,
-        ReadError::NotRegular(kind) => Outcome::NotFlink(header::NotFlink::NotRegular { kind }),
-        ReadError::Failed(why) => Outcome::could_not_check(why),
-        ReadError::TooLarge { limit } => {
-            Outcome::could_not_check(format!("larger than {limit} bytes"))
-        }
-    }
 }
 
 /// Asks whether each referenced file is there: the missing ones, and those that could

@@ -415,18 +415,13 @@ impl Verifier {
         );
         match tokio::time::timeout_at(deadline, inspected).await {
             Ok(inspection) => inspection,
-            Err(_) => Inspection {
-                outcome: Outcome::could_not_check(format!(
+            Err(_) => Inspection::unread(
+                Outcome::could_not_check(format!(
                     "timed out after {}: the store did not answer",
                     fmt_duration(inner.config.timeout)
                 )),
-                snapshot: None,
-                files: 0,
-                present: 0,
-                findings: Vec::new(),
-                read_time: inner.config.timeout,
-                total_time: inner.config.timeout,
-            },
+                inner.config.timeout,
+            ),
         }
     }
 
@@ -522,14 +517,7 @@ async fn read_header(
     };
     match inner.stores.read_header(&target, deadline).await {
         Ok(bytes) => Outcome::from_header(header::parse(&bytes), target::directory_name(location)),
-        Err(store::ReadError::Missing) => Outcome::Missing,
-        Err(store::ReadError::NotRegular(kind)) => {
-            Outcome::NotFlink(header::NotFlink::NotRegular { kind })
-        }
-        Err(store::ReadError::Failed(why)) => Outcome::could_not_check(why),
-        Err(store::ReadError::TooLarge { limit }) => {
-            Outcome::could_not_check(format!("larger than {limit} bytes"))
-        }
+        Err(err) => Outcome::from_read_error(err),
     }
 }
 

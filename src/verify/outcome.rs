@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::header::{self, Header, NotFlink};
+use super::store::ReadError;
 use crate::admission::{Decision, Reason};
 use crate::domain::DeploymentFacts;
 use crate::domain::flink::{FlinkVersion, newest_metadata_format, releases_writing};
@@ -81,6 +82,18 @@ impl Outcome {
             },
             Header::NotFlink(why) => Outcome::NotFlink(why),
             Header::UnknownVersion { version } => Outcome::UnknownVersion { version },
+        }
+    }
+
+    /// The outcome of a read of `_metadata` that failed.
+    pub fn from_read_error(err: ReadError) -> Self {
+        match err {
+            ReadError::Missing => Outcome::Missing,
+            ReadError::NotRegular(kind) => Outcome::NotFlink(NotFlink::NotRegular { kind }),
+            ReadError::Failed(why) => Outcome::could_not_check(why),
+            ReadError::TooLarge { limit } => {
+                Outcome::could_not_check(format!("larger than {limit} bytes"))
+            }
         }
     }
 

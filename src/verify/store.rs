@@ -71,8 +71,13 @@ pub enum ReadError {
     },
 }
 
-/// An object-store client and the path of an object in it.
-type StoreObject = (Arc<dyn ObjectStore>, ObjectPath);
+/// Where a [`Target`] is read from.
+enum Source<'t> {
+    /// An object in a store: its client and path.
+    Object(Arc<dyn ObjectStore>, ObjectPath),
+    /// A local file, read through the [`FileReader`].
+    File(&'t std::path::Path),
+}
 
 /// A store error as a [`ReadError`].
 fn store_error(err: object_store::Error) -> ReadError {
@@ -120,18 +125,9 @@ impl Stores {
         target: &Target,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, ReadError> {
-        let (store, path) = match target {
-            Target::File { path } => return self.files.read_header(path, deadline).await,
-            Target::S3 { bucket, key } => (self.client("s3", bucket, || self.s3(bucket))?, {
-                ObjectPath::from(key.as_str())
-            }),
-            Target::Gcs { bucket, key } => (self.client("gs", bucket, || self.gcs(bucket))?, {
-                ObjectPath::from(key.as_str())
-            }),
-            Target::Azure { container, key } => (
-                self.client("azure", container, || self.azure(container))?,
-                ObjectPath::from(key.as_str()),
-            ),
+        let (store, path) = match self.source(target)? {
+            Source::Object(store, path) => (store, path),
+            Source::File(path) => return self.files.read_header(path, deadline).await,
         };
         match store.get_range(&path, 0..HEADER_LEN as u64).await {
             Ok(bytes) => Ok(bytes.to_vec()),
@@ -164,12 +160,9 @@ impl Stores {
         limit: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Vec<u8>, ReadError> {
-        let (store, path) = match self.object(target)? {
-            Some(object) => object,
-            None => {
-                let Target::File { path } = target else {
-                    return Err(ReadError::Failed("internal error: not a file".to_string()));
-                };
+        let (store, path) = match self.source(target)? {
+            Source::Object(store, path) => (store, path),
+            Source::File(path) => {
                 let bytes = self.files.read_prefix(path, limit + 1, deadline).await?;
                 return match bytes.len() as u64 > limit {
                     true => Err(ReadError::TooLarge { limit }),
@@ -191,36 +184,33 @@ impl Stores {
         target: &Target,
         deadline: tokio::time::Instant,
     ) -> Result<u64, ReadError> {
-        match self.object(target)? {
-            Some((store, path)) => store
+        match self.source(target)? {
+            Source::Object(store, path) => store
                 .head(&path)
                 .await
                 .map(|meta| meta.size)
                 .map_err(store_error),
-            None => match target {
-                Target::File { path } => self.files.size(path, deadline).await,
-                _ => Err(ReadError::Failed("internal error: not a file".to_string())),
-            },
+            Source::File(path) => self.files.size(path, deadline).await,
         }
     }
 
-    /// The client and object path of an object-store target; `None` for a file.
-    fn object(&self, target: &Target) -> Result<Option<StoreObject>, ReadError> {
-        Ok(Some(match target {
-            Target::File { .. } => return Ok(None),
-            Target::S3 { bucket, key } => (
+    /// Where `target` is read from: an object-store client and path, or a local file.
+    fn source<'t>(&self, target: &'t Target) -> Result<Source<'t>, ReadError> {
+        Ok(match target {
+            Target::File { path } => Source::File(path),
+            Target::S3 { bucket, key } => Source::Object(
                 self.client("s3", bucket, || self.s3(bucket))?,
                 ObjectPath::from(key.as_str()),
             ),
-            Target::Gcs { bucket, key } => (
+            Target::Gcs { bucket, key } => Source::Object(
                 self.client("gs", bucket, || self.gcs(bucket))?,
                 ObjectPath::from(key.as_str()),
             ),
-            Target::Azure { container, key } => (
+            Target::Azure { container, key } => Source::Object(
                 self.client("azure", container, || self.azure(container))?,
                 ObjectPath::from(key.as_str()),
             ),
-        }))
+        })
     }
 
     fn client(
