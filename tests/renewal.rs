@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::control_plane::ControlPlane;
+use common::pacing;
 use common::{
     Certs, Cluster, Forwarder, Webhook, free_port, install_crypto_provider, mk_savepoint,
     spec_version, webhook_bin, write_webhook_kubeconfig,
@@ -38,7 +39,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tokio::net::TcpStream;
-use tokio::time::MissedTickBehavior;
 
 const NS: &str = "renewal";
 /// Concurrent clients, each sending one create every [`PERIOD`].
@@ -63,33 +63,31 @@ async fn stream(
     stop: Arc<AtomicBool>,
     t0: Instant,
 ) -> Vec<Outcome> {
-    tokio::time::sleep(PERIOD * client as u32 / CLIENTS as u32).await;
-    let mut ticker = tokio::time::interval(PERIOD);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut outcomes = Vec::new();
-    for seq in 0.. {
-        ticker.tick().await;
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let name = format!("renew-{client}-{seq}");
-        let location = format!("s3://flink-state/renewal/{name}");
-        let reply = cluster
-            .create_savepoint(&mk_savepoint(NS, &name, "app", &location), false)
-            .await;
-        let result = if !reply.ok() {
-            Err(format!("HTTP {}: {}", reply.status, reply.message()))
-        } else if spec_version(&reply.savepoint("a create")) != Some("5") {
-            Err("admitted without the webhook's annotation".into())
-        } else {
-            Ok(())
-        };
-        outcomes.push(Outcome {
-            at: t0.elapsed().as_secs_f64(),
-            result,
-        });
-    }
-    outcomes
+    let cluster = &cluster;
+    pacing::every(
+        PERIOD * client as u32 / CLIENTS as u32,
+        PERIOD,
+        &stop,
+        |seq| async move {
+            let name = format!("renew-{client}-{seq}");
+            let location = format!("s3://flink-state/renewal/{name}");
+            let reply = cluster
+                .create_savepoint(&mk_savepoint(NS, &name, "app", &location), false)
+                .await;
+            let result = if !reply.ok() {
+                Err(format!("HTTP {}: {}", reply.status, reply.message()))
+            } else if spec_version(&reply.savepoint("a create")) != Some("5") {
+                Err("admitted without the webhook's annotation".into())
+            } else {
+                Ok(())
+            };
+            Outcome {
+                at: t0.elapsed().as_secs_f64(),
+                result,
+            }
+        },
+    )
+    .await
 }
 
 /// `savepoint-webhook certs` into `dir` (for 127.0.0.1) with `extra` flags; the caBundle

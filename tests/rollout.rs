@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::control_plane::{ControlPlane, Guarded};
+use common::pacing;
 use common::{
     Certs, Cluster, Forwarder, Webhook, free_port, install_crypto_provider, kit, mk_savepoint,
     spec_version, webhook_bin, write_webhook_kubeconfig,
 };
 use kube::api::{Api, ListParams};
 use savepoint_webhook::resources::{Origin, Savepoint};
-use tokio::time::MissedTickBehavior;
 
 const NS: &str = "rollout";
 /// Held by a Savepoint created before the stream: every create naming it is COPIED.
@@ -62,39 +62,38 @@ async fn stream(
     stop: Arc<AtomicBool>,
     t0: Instant,
 ) -> Vec<Outcome> {
-    tokio::time::sleep(PERIOD * client as u32 / CLIENTS as u32).await;
-    let mut ticker = tokio::time::interval(PERIOD);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut outcomes = Vec::new();
-    for seq in 0.. {
-        ticker.tick().await;
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let shared = seq % 2 == 0;
-        let name = format!("roll-{client}-{seq}");
-        let location = if shared {
-            SHARED.to_string()
-        } else {
-            format!("s3://flink-state/rollout/{name}")
-        };
-        // The platform's own origin: kept on a location of its own, COPIED on the held one.
-        let mut manifest = mk_savepoint(NS, &name, "app", &location);
-        manifest["spec"]["origin"] = "USER_REQUEST".into();
-        let reply = cluster.create_savepoint(&manifest, false).await;
-        let result = if reply.ok() {
-            serde_json::from_value(reply.body.clone()).map_err(|e| format!("not a Savepoint: {e}"))
-        } else {
-            Err(format!("HTTP {}: {}", reply.status, reply.message()))
-        };
-        outcomes.push(Outcome {
-            name,
-            shared,
-            at: t0.elapsed().as_secs_f64(),
-            result,
-        });
-    }
-    outcomes
+    let cluster = &cluster;
+    pacing::every(
+        PERIOD * client as u32 / CLIENTS as u32,
+        PERIOD,
+        &stop,
+        |seq| async move {
+            let shared = seq % 2 == 0;
+            let name = format!("roll-{client}-{seq}");
+            let location = if shared {
+                SHARED.to_string()
+            } else {
+                format!("s3://flink-state/rollout/{name}")
+            };
+            // The platform's own origin: kept on a location of its own, COPIED on the held one.
+            let mut manifest = mk_savepoint(NS, &name, "app", &location);
+            manifest["spec"]["origin"] = "USER_REQUEST".into();
+            let reply = cluster.create_savepoint(&manifest, false).await;
+            let result = if reply.ok() {
+                serde_json::from_value(reply.body.clone())
+                    .map_err(|e| format!("not a Savepoint: {e}"))
+            } else {
+                Err(format!("HTTP {}: {}", reply.status, reply.message()))
+            };
+            Outcome {
+                name,
+                shared,
+                at: t0.elapsed().as_secs_f64(),
+                result,
+            }
+        },
+    )
+    .await
 }
 
 /// Requests to `/mutate` and `/validate` a replica has answered, from its metrics.

@@ -1,7 +1,7 @@
 //! Helpers of the end-to-end tests, one concern per module: a real control plane
 //! ([`control_plane`]), certificates ([`certs`]), the real webhook binary serving over TLS
 //! ([`webhook`]), a client for the test cluster ([`cluster`]), one port in front of several
-//! replicas ([`forwarder`]); manifests and reviews come from the shared testkit ([`kit`]).
+//! replicas ([`forwarder`]), a steady client ([`pacing`]); manifests and reviews come from the shared testkit ([`kit`]).
 
 #![allow(dead_code, unused_imports)]
 
@@ -11,6 +11,7 @@ pub mod control_plane;
 pub mod forwarder;
 #[path = "../support/kit.rs"]
 pub mod kit;
+pub mod pacing;
 pub mod webhook;
 
 use std::path::PathBuf;
