@@ -21,7 +21,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use manifests::{object, single_webhook};
 use serde_json::{Value, json};
+
+#[path = "support/manifests.rs"]
+mod manifests;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_savepoint-webhook");
@@ -43,23 +47,6 @@ fn parse_yaml(text: &str) -> Vec<Value> {
         .into_iter()
         .filter(|doc| !doc.is_null())
         .collect()
-}
-
-/// The one object of `kind` named `name`.
-fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    let found: Vec<&Value> = docs
-        .iter()
-        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .collect();
-    assert_eq!(found.len(), 1, "expected exactly one {kind} {name}");
-    found[0]
-}
-
-/// The single webhook of a webhook configuration.
-fn single_webhook(configuration: &Value) -> &Value {
-    let webhooks = configuration["webhooks"].as_array().expect("webhooks list");
-    assert_eq!(webhooks.len(), 1, "one webhook per configuration");
-    &webhooks[0]
 }
 
 /// Checks one webhook of `deploy/base/webhooks.yaml`; returns its path.

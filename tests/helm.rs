@@ -12,6 +12,8 @@
 
 #[path = "common/control_plane.rs"]
 mod control_plane;
+#[path = "support/manifests.rs"]
+mod manifests;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use control_plane::ControlPlane;
+use manifests::{object, single_webhook};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CHART: &str = concat!(
@@ -154,25 +157,10 @@ fn render(helm: &Path, values: &str, extra: &[&str]) -> Vec<Value> {
     parse_yaml(&out.stdout)
 }
 
-fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    let found: Vec<&Value> = docs
-        .iter()
-        .filter(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-        .collect();
-    assert_eq!(found.len(), 1, "expected exactly one {kind} {name}");
-    found[0]
-}
-
-fn webhook(configuration: &Value) -> &Value {
-    let webhooks = configuration["webhooks"].as_array().expect("webhooks");
-    assert_eq!(webhooks.len(), 1, "one webhook per configuration");
-    &webhooks[0]
-}
-
 fn failure_policies(docs: &[Value]) -> Vec<Value> {
     CONFIGURATIONS
         .iter()
-        .map(|(kind, name)| webhook(object(docs, kind, name))["failurePolicy"].clone())
+        .map(|(kind, name)| single_webhook(object(docs, kind, name))["failurePolicy"].clone())
         .collect()
 }
 
@@ -399,7 +387,7 @@ fn chart_lints_and_renders_what_deploy_base_renders() {
     let generated = object(&docs, "Secret", "savepoint-webhook-tls");
     let ca = decode(&generated["data"]["ca.crt"]);
     for (kind, name) in CONFIGURATIONS {
-        let mut chart = webhook(object(&docs, kind, name)).clone();
+        let mut chart = single_webhook(object(&docs, kind, name)).clone();
         let bundle = chart["clientConfig"]
             .as_object_mut()
             .unwrap()
@@ -408,7 +396,7 @@ fn chart_lints_and_renders_what_deploy_base_renders() {
         assert_eq!(decode(&bundle), ca, "{kind} {name} trusts the generated CA");
         assert_eq!(
             chart,
-            *webhook(object(&base_webhooks, kind, name)),
+            *single_webhook(object(&base_webhooks, kind, name)),
             "{kind} {name}"
         );
     }
@@ -584,7 +572,7 @@ fn values_change_what_they_name() {
             "savepoint-webhook/savepoint-webhook"
         );
         assert!(
-            webhook(configuration)["clientConfig"]
+            single_webhook(configuration)["clientConfig"]
                 .get("caBundle")
                 .is_none()
         );
@@ -596,12 +584,12 @@ fn values_change_what_they_name() {
     let docs = render(&helm, conditions, &["--kube-version", "1.30.0"]);
     for (kind, name) in &CONFIGURATIONS[..2] {
         assert_eq!(
-            webhook(object(&docs, kind, name))["matchConditions"][0]["name"],
+            single_webhook(object(&docs, kind, name))["matchConditions"][0]["name"],
             "exempt-platform-controller"
         );
     }
     assert!(
-        webhook(object(&docs, CONFIGURATIONS[2].0, CONFIGURATIONS[2].1))
+        single_webhook(object(&docs, CONFIGURATIONS[2].0, CONFIGURATIONS[2].1))
             .get("matchConditions")
             .is_none()
     );
@@ -637,7 +625,7 @@ fn values_change_what_they_name() {
     let docs = render(&helm, values, &[]);
     for (kind, name) in CONFIGURATIONS {
         assert_eq!(
-            webhook(object(&docs, kind, name))["namespaceSelector"],
+            single_webhook(object(&docs, kind, name))["namespaceSelector"],
             json!({"matchExpressions": [{
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
@@ -650,7 +638,7 @@ fn values_change_what_they_name() {
     let on_1_20 = render(&helm, "{}", &["--kube-version", "1.20.2"]);
     for (kind, name) in CONFIGURATIONS {
         assert!(
-            webhook(object(&on_1_20, kind, name))
+            single_webhook(object(&on_1_20, kind, name))
                 .get("namespaceSelector")
                 .is_none(),
             "{kind} {name} on 1.20"
@@ -920,7 +908,7 @@ fn install_upgrade_and_uninstall_keep_the_ca_the_crds_and_every_savepoint() {
     verify_chain(&ca, &serving);
     for configuration in tools.configurations() {
         assert_eq!(
-            decode(&webhook(&configuration)["clientConfig"]["caBundle"]),
+            decode(&single_webhook(&configuration)["clientConfig"]["caBundle"]),
             ca
         );
     }
@@ -1020,7 +1008,7 @@ fn install_upgrade_and_uninstall_keep_the_ca_the_crds_and_every_savepoint() {
     assert_eq!(tools.ca(), ca, "the upgrade keeps the generated CA");
     for configuration in &configurations {
         assert_eq!(
-            decode(&webhook(configuration)["clientConfig"]["caBundle"]),
+            decode(&single_webhook(configuration)["clientConfig"]["caBundle"]),
             ca
         );
     }
@@ -1031,7 +1019,7 @@ fn install_upgrade_and_uninstall_keep_the_ca_the_crds_and_every_savepoint() {
     );
     verify_chain(&ca, &renewed);
     for configuration in &configurations[..2] {
-        let conditions = &webhook(configuration)["matchConditions"];
+        let conditions = &single_webhook(configuration)["matchConditions"];
         if minor >= 30 {
             assert_eq!(conditions[0]["name"], "exempt-platform-controller");
         } else {
